@@ -1,0 +1,65 @@
+"""Per-token log-probs and entropies of response tokens from one forward pass.
+
+Only the logits of response positions are computed (``logits_to_keep``), and the full-vocabulary
+entropy H = logsumexp(z) - sum_v softmax(z)_v z_v is taken row-chunk by row-chunk, so no second
+[B, T, V] tensor is materialised beside the logits.
+"""
+from __future__ import annotations
+
+import torch
+
+from rlvr_exp.batch import RolloutBatch
+
+
+def logprob_and_entropy_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, with_entropy: bool = True, chunk_rows: int = 64
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """logits [N, T, V], labels [N, T] -> log p(label) [N, T] and entropy [N, T] (nats, float32+).
+
+    The entropy is computed without grad (it is only ever a metric or a detached input)."""
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    lse = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, None
+    ent = torch.empty_like(lse, requires_grad=False)
+    with torch.no_grad():
+        for s in range(0, logits.shape[0], chunk_rows):
+            z = logits[s : s + chunk_rows]
+            ent[s : s + chunk_rows] = lse[s : s + chunk_rows] - (torch.softmax(z, dim=-1) * z).sum(-1)
+    return logp, ent
+
+
+def model_inputs(batch: RolloutBatch, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+    """input ids [N, Tp+T], attention mask and position ids for rows ``index`` of the batch."""
+    ids = torch.cat([batch.prompt_ids[index], batch.response_ids[index]], dim=1)
+    mask = torch.cat([batch.prompt_mask[index], batch.response_mask[index]], dim=1).long()
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids}
+
+
+def forward_response(
+    model: torch.nn.Module, batch: RolloutBatch, index: torch.Tensor | slice, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log-probs (and entropies) [N, T] of the response tokens of rows ``index``; 0 on padding."""
+    t = batch.response_ids.shape[1]
+    logits = model(**model_inputs(batch, index), logits_to_keep=t + 1, use_cache=False).logits[:, :-1]
+    mask = batch.response_mask[index]
+    logp, ent = logprob_and_entropy_from_logits(logits, batch.response_ids[index], with_entropy)
+    logp = logp * mask
+    return logp, (ent * mask if ent is not None else None)
+
+
+@torch.no_grad()
+def score_batch(
+    model: torch.nn.Module, batch: RolloutBatch, rows_per_pass: int, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs [B, T] and entropies [B, T] under ``model`` in passes of ``rows_per_pass`` rows."""
+    was_training = model.training
+    model.eval()
+    parts = [forward_response(model, batch, slice(s, s + rows_per_pass), with_entropy)
+             for s in range(0, batch.size, rows_per_pass)]
+    model.train(was_training)
+    logp = torch.cat([p[0] for p in parts])
+    ent = torch.cat([p[1] for p in parts]) if with_entropy else None
+    return logp, ent

@@ -1,0 +1,114 @@
+"""Assembles a trainer from the composed config. The only place that calls ``instantiate``.
+
+Everything cheap is built and checked first (trainer knobs, algorithm, shapers and their
+schedules, the stage detector, task, reward, rollout, logger), so a bad config fails before
+any model loads, with a message naming the key."""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr_exp.config import ConfigError, TrainerConfig
+from rlvr_exp.shapers.base import OPTIONAL_INPUTS
+from rlvr_exp.shapers.stack import ShaperStack
+from rlvr_exp.tasks.prompts import PromptEncoder
+from rlvr_exp.trainer import Parts, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def make(key: str, node: Any, **kwargs: Any) -> Any:
+    """``instantiate(node)``, turning a constructor's ValueError into a ConfigError naming ``key``."""
+    if node is None or (isinstance(node, DictConfig) and "_target_" not in node):
+        raise ConfigError(f"{key} is missing or has no _target_; pick an option of the {key.split('.')[0]} group")
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{key}: {cause}") from err
+
+
+def build_shapers(shaper_cfg: DictConfig, stage_cfg: DictConfig) -> ShaperStack:
+    """One stack entry per option of the ``shaper`` group, in command-line order. An entry with
+    ``schedule: null`` takes the ``stage`` group's schedule."""
+    if not isinstance(shaper_cfg, DictConfig) or not len(shaper_cfg):
+        raise ConfigError("shaper is empty; pick one or more options, e.g. shaper=none or shaper=[ppl,position]")
+    entries = []
+    for name, node in shaper_cfg.items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"shaper.{name} is not a shaper option (no _target_); "
+                              f"valid options are the files in conf/shaper/")
+        node = copy.deepcopy(node)
+        with _open(node):
+            schedule_node = node.pop("schedule", None)
+        schedule = make(f"shaper.{name}.schedule" if schedule_node is not None else "stage.schedule",
+                        schedule_node if schedule_node is not None else stage_cfg.schedule)
+        entries.append((str(name), make(f"shaper.{name}", node), schedule))
+    return ShaperStack(entries)
+
+
+class _open:
+    """Temporarily lift struct mode so a key can be popped from a composed node."""
+
+    def __init__(self, node: DictConfig) -> None:
+        self.node = node
+
+    def __enter__(self) -> None:
+        OmegaConf.set_struct(self.node, False)
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.node, True)
+
+
+def provided_inputs(trainer_cfg: TrainerConfig) -> frozenset[str]:
+    """The optional shaper inputs this pipeline computes."""
+    return OPTIONAL_INPUTS if trainer_cfg.score_entropy else OPTIONAL_INPUTS - {"entropy"}
+
+
+def build(cfg: DictConfig, run_dir: Path) -> Trainer:
+    trainer_cfg: TrainerConfig = make("trainer", cfg.trainer)
+    algo = make("algo", cfg.algo)
+    shapers = build_shapers(cfg.shaper, cfg.stage)
+    missing = shapers.requires - provided_inputs(trainer_cfg)
+    if missing:
+        raise ConfigError(
+            f"shaper stack {list(cfg.shaper)} needs {sorted(missing)}, which this pipeline does not compute; "
+            "set trainer.score_entropy=true or drop the shaper")
+    detector = make("stage.detector", cfg.stage.detector)
+    task = make("task", cfg.task)
+    reward_fn = make("reward", cfg.reward)
+    rollout = make("rollout", cfg.rollout)
+    logger = make("logger", cfg.logger)
+    model_spec = make("model", cfg.model)
+    log.info("config checked; loading the model")
+    policy, tokenizer = model_spec.load(task)
+    reference = None
+    if algo.needs_reference:
+        reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    rollout.bind(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    encoder = PromptEncoder(tokenizer, model_spec.chat_template, trainer_cfg.max_prompt_tokens)
+    parts = Parts(policy=policy, tokenizer=tokenizer, task=task, rollout=rollout, reward_fn=reward_fn, algo=algo,
+                  shapers=shapers, detector=detector, logger=logger, encoder=encoder, reference=reference)
+    return Trainer(trainer_cfg, parts, run_dir, int(cfg.seed), run_config(cfg))
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved config for W&B, with each config group's choice as a top-level key
+    (``choice/shaper: ppl,position``) so runs group by strategy in the UI."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices
+        for group, choice in choices.items():
+            if not group.startswith("hydra/") and choice is not None:
+                out[f"choice/{group}"] = str(choice)
+    except ValueError:  # composed outside @hydra.main (tests): no runtime choices
+        pass
+    return out

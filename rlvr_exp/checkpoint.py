@@ -1,0 +1,56 @@
+"""Checkpoints that hold every piece of a run's state: weights, optimizer, scheduler, RNGs, the
+data stream position, the stage detector, the metric history and the W&B run id."""
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+STATE_FILE = "trainer_state.pt"
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, tokenizer: object, state: dict, keep: int) -> Path:
+    """Writes ``folder/step_<step:06d>/`` (written to a temp name, then renamed, so a kill never
+    leaves a half checkpoint that looks complete) and keeps the newest ``keep`` of them."""
+    final = folder / f"step_{state['step']:06d}"
+    tmp = folder / f".tmp_step_{state['step']:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "policy")
+    tokenizer.save_pretrained(tmp / "policy")
+    torch.save({**state, "rng": rng_state()}, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(folder.glob("step_*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """``path`` is a checkpoint folder, or a run folder whose newest checkpoint is taken."""
+    p = Path(path).expanduser()
+    if (p / STATE_FILE).exists():
+        return p
+    found = sorted((p / "checkpoints").glob("step_*")) if p.is_dir() else []
+    found = [c for c in found if (c / STATE_FILE).exists()]
+    if not found:
+        raise FileNotFoundError(
+            f"trainer.resume_from={path}: no checkpoint there (expected {STATE_FILE} in it or a "
+            "checkpoints/step_* folder under it); point it at a run folder that saved one"
+        )
+    return found[-1]
+
+
+def load_state(checkpoint: Path) -> dict:
+    return torch.load(checkpoint / STATE_FILE, weights_only=False)

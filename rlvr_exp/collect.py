@@ -1,0 +1,141 @@
+"""Collecting a training batch: sample G responses per prompt, score them, and (DAPO dynamic
+sampling, arXiv 2503.14476 section 3.2) drop groups whose rewards are all equal, generating
+more rounds until the batch is full or the round budget is spent."""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlvr_exp.batch import RolloutBatch, concat_batches
+from rlvr_exp.rollout.base import Rollout, SamplingParams
+from rlvr_exp.tasks.base import Problem
+from rlvr_exp.tasks.prompts import PromptEncoder
+
+RewardFn = Callable[[list[str], list[str]], tuple[torch.Tensor, torch.Tensor]]
+
+
+class ProblemStream:
+    """Endless shuffled passes over the training problems; its position is checkpointable."""
+
+    def __init__(self, problems: list[Problem], seed: int) -> None:
+        if not problems:
+            raise ValueError("the task has no training problems")
+        self.problems, self.seed, self.epoch, self.cursor = problems, seed, 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        order = list(range(len(self.problems)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Problem]:
+        out = []
+        while len(out) < n:
+            if self.cursor == len(self._order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._permutation()
+            out.append(self.problems[self._order[self.cursor]])
+            self.cursor += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self._order = self._permutation()
+
+
+def build_batch(
+    problems: list[Problem], responses: list[list[int]], n: int, encoder: PromptEncoder,
+    tokenizer: PreTrainedTokenizerBase, max_new_tokens: int,
+) -> RolloutBatch:
+    """Tensors of a batch from prompt-major responses (n per problem)."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    prompts = [encoder(p) for p in problems for _ in range(n)]
+    tp = max(map(len, prompts))
+    t = max(1, max(map(len, responses)))
+    return RolloutBatch(
+        prompt_ids=torch.tensor([[pad] * (tp - len(p)) + p for p in prompts]),
+        prompt_mask=torch.tensor([[False] * (tp - len(p)) + [True] * len(p) for p in prompts]),
+        response_ids=torch.tensor([r + [pad] * (t - len(r)) for r in responses]),
+        response_mask=torch.tensor([[True] * len(r) + [False] * (t - len(r)) for r in responses]),
+        group_ids=torch.arange(len(problems)).repeat_interleave(n),
+        truncated=torch.tensor([len(r) >= max_new_tokens and (not r or r[-1] != eos) for r in responses]),
+        problems=[p for p in problems for _ in range(n)],
+        texts=tokenizer.batch_decode(responses, skip_special_tokens=True),
+    )
+
+
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, factor: float) -> torch.Tensor:
+    """DAPO soft overlong punishment (arXiv 2503.14476 eq. 13): 0 up to max_len - buffer, then
+    linearly down to -factor at max_len. [B] long -> [B] float. ``buffer=0`` turns it off."""
+    if buffer <= 0:
+        return torch.zeros(lengths.shape, dtype=torch.float32)
+    over = (lengths.float() - (max_len - buffer)).clamp(min=0.0)
+    return -(over / buffer).clamp(max=1.0) * factor
+
+
+class Collector:
+    """One step's batch: ``prompts_per_step`` groups of ``sampling.n`` scored responses."""
+
+    def __init__(
+        self, stream: ProblemStream, rollout: Rollout, reward_fn: RewardFn, encoder: PromptEncoder,
+        tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, prompts_per_step: int,
+        dynamic_sampling: bool, max_rounds: int, overlong_buffer: int = 0, overlong_factor: float = 1.0,
+    ) -> None:
+        self.stream, self.rollout, self.reward_fn, self.encoder = stream, rollout, reward_fn, encoder
+        self.tokenizer, self.sampling, self.prompts_per_step = tokenizer, sampling, prompts_per_step
+        self.dynamic_sampling, self.max_rounds = dynamic_sampling, max_rounds
+        self.overlong_buffer, self.overlong_factor = overlong_buffer, overlong_factor
+
+    def _round(self, problems: list[Problem], timing: dict[str, float]) -> RolloutBatch:
+        t0 = time.perf_counter()
+        responses = self.rollout.generate([self.encoder(p) for p in problems], self.sampling)
+        t1 = time.perf_counter()
+        batch = build_batch(problems, responses, self.sampling.n, self.encoder, self.tokenizer, self.sampling.max_new_tokens)
+        rewards, correct = self.reward_fn(batch.texts, [p.answer for p in batch.problems])
+        batch.rewards = rewards.float() + overlong_penalty(
+            batch.response_len, self.sampling.max_new_tokens, self.overlong_buffer, self.overlong_factor)
+        batch.correct = correct.bool()
+        timing["time/generate"] += t1 - t0
+        timing["time/reward"] += time.perf_counter() - t1
+        return batch
+
+    def collect(self) -> tuple[RolloutBatch, dict[str, float]]:
+        """Returns the kept batch (None if no group was kept) and metrics over every response
+        generated this step (``reward/mean`` and ``train/accuracy`` are not biased by the filter)."""
+        timing = {"time/generate": 0.0, "time/reward": 0.0}
+        kept: list[RolloutBatch] = []
+        n_kept, n_groups, n_all_correct, n_all_wrong, rounds = 0, 0, 0, 0, 0
+        reward_sum, correct_sum = 0.0, 0.0
+        while rounds < max(1, self.max_rounds) and n_kept < self.prompts_per_step:
+            rounds += 1
+            batch = self._round(self.stream.take(self.prompts_per_step), timing)
+            r = batch.rewards.view(-1, self.sampling.n)
+            c = batch.correct.view(-1, self.sampling.n)
+            n_groups += r.shape[0]
+            reward_sum += float(r.sum())
+            correct_sum += float(c.sum())
+            n_all_correct += int(c.all(-1).sum())
+            n_all_wrong += int((~c).all(-1).sum())
+            keep = (r.max(-1).values > r.min(-1).values) if self.dynamic_sampling else torch.ones(r.shape[0], dtype=torch.bool)
+            keep_groups = keep.nonzero().flatten()[: self.prompts_per_step - n_kept]
+            rows = (keep_groups.unsqueeze(-1) * self.sampling.n + torch.arange(self.sampling.n)).flatten()
+            if rows.numel():
+                kept.append(batch.select(rows))
+                n_kept += len(keep_groups)
+            if not self.dynamic_sampling:
+                break
+        out = concat_batches(kept, self.tokenizer.pad_token_id) if kept else None
+        stats = {
+            **timing, "train/sampling_rounds": float(rounds), "train/groups_kept": float(n_kept),
+            "reward/mean": reward_sum / (n_groups * self.sampling.n),
+            "train/accuracy": correct_sum / (n_groups * self.sampling.n),
+            "train/all_correct_share": n_all_correct / n_groups, "train/all_wrong_share": n_all_wrong / n_groups,
+        }
+        return out, stats

@@ -1,0 +1,84 @@
+"""The trainer's knobs, checked at start-up (before any model loads). Sizes carry their units;
+derived sizes (responses per step, optimizer updates per step) are computed, never set."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key, the value and the fix."""
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    steps: int = 300
+    prompts_per_step: int = 8
+    samples_per_prompt: int = 8
+    prompts_per_minibatch: int = 8
+    samples_per_microbatch: int = 64
+    max_prompt_tokens: int = 64
+    max_response_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    dynamic_sampling: bool = True
+    max_sampling_rounds: int = 3
+    overlong_buffer_tokens: int = 0
+    overlong_penalty: float = 1.0
+    mask_truncated: bool = False
+    lr: float = 3.0e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    val_every: int = 25
+    val_samples_per_problem: int = 4
+    val_temperature: float = 0.6
+    val_top_p: float = 0.95
+    val_max_problems: int | None = None
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    dump_tokens_every: int = 10
+    dump_samples: int | None = None
+    score_rows_per_pass: int = 64
+    score_entropy: bool = True
+    num_threads: int = 0
+    resume_from: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "prompts_per_step", "samples_per_prompt", "prompts_per_minibatch",
+                    "samples_per_microbatch", "max_prompt_tokens", "max_response_tokens",
+                    "max_sampling_rounds", "val_samples_per_problem", "score_rows_per_pass")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.prompts_per_step % self.prompts_per_minibatch:
+            raise ConfigError(
+                f"trainer.prompts_per_step ({self.prompts_per_step}) must be a multiple of "
+                f"trainer.prompts_per_minibatch ({self.prompts_per_minibatch})")
+        if self.samples_per_prompt < 2:
+            raise ConfigError(f"trainer.samples_per_prompt must be >= 2 for group advantages, got {self.samples_per_prompt}")
+        for name in ("temperature", "val_temperature"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"trainer.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("top_p", "val_top_p"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"trainer.{name} must be in (0, 1], got {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"trainer.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("warmup_steps", "val_every", "checkpoint_every", "dump_tokens_every",
+                     "overlong_buffer_tokens", "weight_decay", "num_threads", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"trainer.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if self.overlong_buffer_tokens >= self.max_response_tokens:
+            raise ConfigError(
+                f"trainer.overlong_buffer_tokens ({self.overlong_buffer_tokens}) must be below "
+                f"trainer.max_response_tokens ({self.max_response_tokens})")
+
+    @property
+    def responses_per_step(self) -> int:
+        return self.prompts_per_step * self.samples_per_prompt
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.prompts_per_step // self.prompts_per_minibatch

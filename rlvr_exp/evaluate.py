@@ -1,0 +1,50 @@
+"""Validation: k samples per held-out problem at the validation temperature; avg@k, maj@k and
+the unbiased pass@k (SPEC section 7). Sampling runs under a forked RNG seeded by the step, so
+evaluating never shifts the training run's random stream."""
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlvr_exp.collect import RewardFn
+from rlvr_exp.eval.metrics import summarize
+from rlvr_exp.rewards.math_verify import extract_boxed
+from rlvr_exp.rollout.base import Rollout, SamplingParams
+from rlvr_exp.tasks.base import Problem
+from rlvr_exp.tasks.prompts import PromptEncoder
+
+
+class Evaluator:
+    """``benchmarks`` maps a name to its problems; the name ``val`` logs as ``val/<metric>``,
+    any other as ``val/<name>/<metric>``. ``val/accuracy`` is avg@k of the ``val`` set."""
+
+    def __init__(
+        self, benchmarks: dict[str, list[Problem]], rollout: Rollout, reward_fn: RewardFn,
+        encoder: PromptEncoder, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, seed: int,
+    ) -> None:
+        self.benchmarks, self.rollout, self.reward_fn = benchmarks, rollout, reward_fn
+        self.encoder, self.tokenizer, self.sampling, self.seed = encoder, tokenizer, sampling, seed
+
+    def _one(self, problems: list[Problem]) -> dict[str, float]:
+        responses = self.rollout.generate([self.encoder(p) for p in problems], self.sampling)
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        golds = [p.answer for p in problems for _ in range(self.sampling.n)]
+        _, correct = self.reward_fn(texts, golds)
+        n = self.sampling.n
+        corr = correct.view(-1, n).tolist()
+        answers = [[extract_boxed(texts[i * n + j]) for j in range(n)] for i in range(len(problems))]
+        ks = sorted({k for k in (1, 2, 4, 8, 16, 32, n) if k <= n})
+        out = summarize(corr, answers, ks)
+        out["response_len_mean"] = sum(map(len, responses)) / len(responses)
+        return out
+
+    def __call__(self, step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 7919 + step)
+            for name, problems in self.benchmarks.items():
+                prefix = "val/" if name == "val" else f"val/{name}/"
+                result = self._one(problems)
+                metrics.update({prefix + k: v for k, v in result.items()})
+                metrics[prefix + "accuracy"] = result[f"avg@{self.sampling.n}"]
+        return metrics

@@ -1,0 +1,78 @@
+"""Where metrics go: ``metrics.jsonl`` in the run folder, a W&B run, and a progress bar."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+WANDB_MODES = ("online", "offline", "disabled")
+BAR_KEYS = {"reward/mean": "reward", "train/accuracy": "acc", "entropy/mean": "ent", "val/accuracy": "val"}
+
+
+class RunLogger:
+    """Writes one JSON object per logged step to ``metrics.jsonl`` (append, so a resumed run
+    continues its file) and mirrors it to W&B. Nothing happens in the constructor: ``start``
+    opens the W&B run, ``finish`` closes it (call it in ``finally``)."""
+
+    def __init__(
+        self, project: str = "rlvr_exp", mode: str = "offline", entity: str | None = None,
+        group: str | None = None, job_type: str | None = None, name: str | None = None,
+        tags: list[str] | None = None, progress_bar: bool = True,
+    ) -> None:
+        if mode not in WANDB_MODES:
+            raise ValueError(f"logger.mode must be one of {WANDB_MODES}, got {mode!r}")
+        self.project, self.mode, self.entity, self.group = project, mode, entity, group
+        self.job_type, self.name, self.tags, self.progress_bar = job_type, name, list(tags or []), progress_bar
+        self.run = None
+        self.run_dir: Path | None = None
+        self._bar: tqdm | None = None
+        self._last_bar: dict[str, float] = {}
+
+    def start(self, run_dir: Path, config: dict, total_steps: int, initial_step: int = 0, run_id: str | None = None) -> str | None:
+        """Opens the W&B run (resuming ``run_id`` when given) and the progress bar."""
+        self.run_dir = Path(run_dir)
+        if self.mode != "disabled":
+            import wandb
+
+            self.run = wandb.init(
+                project=self.project, entity=self.entity, group=self.group, job_type=self.job_type,
+                name=self.name, tags=self.tags, config=config, dir=str(self.run_dir), mode=self.mode,
+                id=run_id, resume="allow" if run_id else None, reinit="finish_previous",
+            )
+        if self.progress_bar:
+            self._bar = tqdm(total=total_steps, initial=initial_step, desc="rl", dynamic_ncols=True)
+        return self.run.id if self.run is not None else None
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: (v if isinstance(v, str) else float(v)) for k, v in metrics.items()
+                 if isinstance(v, str) or (v is not None and math.isfinite(float(v)))}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
+        if self.run is not None:
+            self.run.log(clean, step=step)
+        if self._bar is not None:
+            self._last_bar.update({short: clean[k] for k, short in BAR_KEYS.items() if k in clean})
+            self._bar.set_postfix({k: f"{v:.3f}" for k, v in self._last_bar.items()}, refresh=False)
+            self._bar.update(1)
+
+    def log_media(self, step: int, items: dict[str, object]) -> None:
+        """Tables, histograms, images: W&B objects built by the caller (skipped without a run)."""
+        if self.run is not None:
+            self.run.log(items, step=step)
+
+    def summary(self, values: dict[str, float]) -> None:
+        (self.run_dir / "summary.json").write_text(json.dumps(values, indent=2, sort_keys=True))
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None

@@ -1,0 +1,59 @@
+"""Rollout with transformers ``generate`` on the policy itself (the default; no weight copy)."""
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from rlvr_exp.rollout.base import SamplingParams
+
+
+class HFRollout:
+    """Samples with ``model.generate`` in chunks of ``max_batch_sequences`` sequences.
+
+    ``top_k`` is forced to 0 so temperature 1 / top_p 1 samples the full distribution
+    (transformers' default top_k=50 would silently truncate it).
+    """
+
+    def __init__(self, max_batch_sequences: int = 512) -> None:
+        if max_batch_sequences < 1:
+            raise ValueError(f"rollout.max_batch_sequences must be >= 1, got {max_batch_sequences}")
+        self.max_batch_sequences = max_batch_sequences
+        self.model: PreTrainedModel | None = None
+        self.pad_id = self.eos_id = 0
+
+    def bind(self, model: PreTrainedModel, pad_id: int, eos_id: int) -> None:
+        self.model, self.pad_id, self.eos_id = model, pad_id, eos_id
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.model = model  # generates with the live policy: nothing to copy
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[int]]:
+        if self.model is None:
+            raise RuntimeError("HFRollout.generate called before bind(model, pad_id, eos_id)")
+        flat = [p for p in prompts for _ in range(sampling.n)]
+        out: list[list[int]] = []
+        was_training = self.model.training
+        self.model.eval()
+        for start in range(0, len(flat), self.max_batch_sequences):
+            out.extend(self._generate_chunk(flat[start : start + self.max_batch_sequences], sampling))
+        self.model.train(was_training)
+        return out
+
+    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[int]]:
+        width = max(map(len, prompts))
+        device = self.model.device
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        greedy = sampling.temperature == 0.0
+        seqs = self.model.generate(
+            input_ids=ids, attention_mask=mask, do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
+            top_k=None if greedy else 0, max_new_tokens=sampling.max_new_tokens,
+            pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+        )[:, width:].tolist()
+        responses = []
+        for s in seqs:
+            end = s.index(self.eos_id) + 1 if self.eos_id in s else len(s)
+            responses.append(s[:end])
+        return responses

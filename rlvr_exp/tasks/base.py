@@ -1,0 +1,25 @@
+"""A verifiable problem and the task interface that serves train and validation problems."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Problem:
+    """question: the user's text; answer: the gold answer as a string (verified against
+    ``\\boxed{answer}``); messages: the chat list as shipped, when the source has one."""
+
+    question: str
+    answer: str
+    messages: tuple[dict, ...] | None = None
+    source: str = ""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """Serves problems. ``train_problems`` and ``val_problems`` never overlap."""
+
+    def train_problems(self) -> list[Problem]: ...
+
+    def val_problems(self) -> list[Problem]: ...

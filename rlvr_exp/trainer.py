@@ -1,0 +1,195 @@
+"""The loop: rollout -> reward -> advantage -> shaper stack -> loss -> step -> log.
+
+Steps are 1-based: step k is the k-th policy update; the evaluation logged at step 0 is the
+policy before RL. The trainer passes data through and never learns a shaper's name.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlvr_exp.algos.grpo import PolicyGradient
+from rlvr_exp.algos.logprobs import score_batch
+from rlvr_exp.analysis.live import batch_metrics
+from rlvr_exp.batch import RolloutBatch
+from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, set_rng_state
+from rlvr_exp.collect import Collector, ProblemStream, RewardFn
+from rlvr_exp.config import TrainerConfig
+from rlvr_exp.evaluate import Evaluator
+from rlvr_exp.logging.run_logger import RunLogger
+from rlvr_exp.logging.summary import run_summary
+from rlvr_exp.logging.token_dump import dump_tokens
+from rlvr_exp.rollout.base import Rollout, SamplingParams
+from rlvr_exp.shapers.base import ShaperContext
+from rlvr_exp.shapers.stack import ShaperStack
+from rlvr_exp.stages.detector import PlateauDetector
+from rlvr_exp.tasks.base import Task
+from rlvr_exp.tasks.prompts import PromptEncoder
+from rlvr_exp.update import ppo_update
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """What ``build.py`` assembles for the trainer."""
+
+    policy: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    task: Task
+    rollout: Rollout
+    reward_fn: RewardFn
+    algo: PolicyGradient
+    shapers: ShaperStack
+    detector: PlateauDetector
+    logger: RunLogger
+    encoder: PromptEncoder
+    reference: PreTrainedModel | None = None
+
+
+class Trainer:
+    def __init__(self, cfg: TrainerConfig, parts: Parts, run_dir: Path, seed: int, config: dict) -> None:
+        self.cfg, self.p, self.run_dir, self.seed, self.config = cfg, parts, Path(run_dir), seed, config
+        self.history: list[dict] = []  # the rows logged so far (for the summary)
+        self.start_step = 0
+        self.run_id: str | None = None
+
+    # ----------------------------------------------------------------- setup
+    def setup(self) -> None:
+        cfg, p = self.cfg, self.p
+        torch.manual_seed(self.seed)
+        self.optimizer = torch.optim.AdamW(
+            [q for q in p.policy.parameters() if q.requires_grad], lr=cfg.lr,
+            weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
+        warm = cfg.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        sampling = SamplingParams(cfg.samples_per_prompt, cfg.temperature, cfg.top_p, cfg.max_response_tokens)
+        self.stream = ProblemStream(p.task.train_problems(), self.seed)
+        self.collector = Collector(
+            self.stream, p.rollout, p.reward_fn, p.encoder, p.tokenizer, sampling, cfg.prompts_per_step,
+            cfg.dynamic_sampling, cfg.max_sampling_rounds, cfg.overlong_buffer_tokens, cfg.overlong_penalty)
+        val = p.task.val_problems()[: cfg.val_max_problems]
+        val_sampling = SamplingParams(cfg.val_samples_per_problem, cfg.val_temperature, cfg.val_top_p, cfg.max_response_tokens)
+        self.evaluator = Evaluator({"val": val}, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed)
+        if cfg.resume_from:
+            self._resume(find_checkpoint(cfg.resume_from))
+
+    def _resume(self, checkpoint: Path) -> None:
+        state = load_state(checkpoint)
+        weights = type(self.p.policy).from_pretrained(checkpoint / "policy", dtype=self.p.policy.dtype)
+        self.p.policy.load_state_dict(weights.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        self.p.detector.load_state_dict(state["detector"])
+        self.history, self.start_step, self.run_id = state["history"], state["step"], state["wandb_run_id"]
+        set_rng_state(state["rng"])
+        self.p.rollout.sync_weights(self.p.policy)
+        metrics = self.run_dir / "metrics.jsonl"  # drop rows logged after the checkpoint
+        if metrics.exists():
+            import json
+
+            rows = [r for r in metrics.read_text().splitlines() if r and json.loads(r)["step"] <= self.start_step]
+            metrics.write_text("".join(r + "\n" for r in rows))
+        log.info("resumed from %s at step %d", checkpoint, self.start_step)
+
+    def _save(self, step: int) -> None:
+        state = {
+            "step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "stream": self.stream.state_dict(), "detector": self.p.detector.state_dict(),
+            "history": self.history, "wandb_run_id": self.run_id,
+        }
+        save_checkpoint(self.run_dir / "checkpoints", self.p.policy, self.p.tokenizer, state, self.cfg.keep_checkpoints)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, float]:
+        """Trains ``cfg.steps`` steps (from a checkpoint when resuming); returns the summary."""
+        cfg = self.cfg
+        self.setup()
+        self.run_id = self.p.logger.start(self.run_dir, self.config, cfg.steps, self.start_step, self.run_id)
+        exit_code = 1
+        try:
+            start = time.perf_counter()
+            if self.start_step == 0 and cfg.val_every:
+                self._log(0, {**self.evaluator(0), "time/eval": time.perf_counter() - start})
+            for step in range(self.start_step + 1, cfg.steps + 1):
+                metrics = self.train_step(step)
+                if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                    t0 = time.perf_counter()
+                    metrics.update(self.evaluator(step))
+                    metrics["time/eval"] = time.perf_counter() - t0
+                self._log(step, metrics)
+                if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                    self._save(step)
+            summary = run_summary(self.history)
+            summary["time/wall_seconds"] = time.perf_counter() - start
+            self.p.logger.summary(summary)
+            exit_code = 0
+            return summary
+        finally:
+            self.p.logger.finish(exit_code)
+
+    def _log(self, step: int, metrics: dict) -> None:
+        self.history.append({"step": step, **metrics})
+        self.p.logger.log(step, metrics)
+
+    def train_step(self, step: int) -> dict:
+        """One step; returns its metrics (``stage/*`` from the detector after this step)."""
+        cfg, p = self.cfg, self.p
+        t_step = time.perf_counter()
+        batch, metrics = self.collector.collect()
+        if batch is None:  # every group was all-equal in every round: nothing to learn from
+            metrics["train/skipped_step"] = 1.0
+            return {**metrics, **self._stage(step, metrics)}
+        batch = batch.to(p.policy.device)
+        t0 = time.perf_counter()
+        batch.logp_old, batch.entropy = score_batch(p.policy, batch, cfg.score_rows_per_pass, cfg.score_entropy)
+        if p.reference is not None:
+            batch.ref_logp, _ = score_batch(p.reference, batch, cfg.score_rows_per_pass, with_entropy=False)
+        t1 = time.perf_counter()
+        metrics.update(self._shape(batch, step))
+        t2 = time.perf_counter()
+        g = cfg.samples_per_prompt
+        meter = ppo_update(p.policy, self.optimizer, p.algo, batch, cfg.prompts_per_minibatch * g,
+                           cfg.samples_per_microbatch, cfg.max_response_tokens, cfg.grad_clip)
+        self.scheduler.step()
+        p.rollout.sync_weights(p.policy)
+        t3 = time.perf_counter()
+        stats = batch_metrics(batch)
+        stats.all_reduce()
+        meter.all_reduce()
+        metrics.update(stats.means())
+        metrics.update(meter.means())
+        metrics.update({"time/score": t1 - t0, "time/shape": t2 - t1, "time/update": t3 - t2,
+                        "train/lr": self.scheduler.get_last_lr()[0]})
+        if cfg.dump_tokens_every and step % cfg.dump_tokens_every == 0:
+            dump_tokens(self.run_dir, batch, step, cfg.dump_samples)
+        metrics.update(self._stage(step, metrics))
+        metrics["time/step"] = time.perf_counter() - t_step
+        return metrics
+
+    def _shape(self, batch: RolloutBatch, step: int) -> dict[str, float]:
+        batch.advantages_raw = self.p.algo.advantages(batch.rewards, batch.group_ids, batch.response_mask)
+        loss_mask = batch.response_mask.clone()
+        if self.cfg.mask_truncated:
+            loss_mask &= ~batch.truncated.unsqueeze(-1)
+        state = self.p.detector.state
+        ctx = ShaperContext(
+            advantages=batch.advantages_raw, response_mask=batch.response_mask, loss_mask=loss_mask,
+            response_len=batch.response_len, step=step, stage=state.name, group_ids=batch.group_ids,
+            logp_old=batch.logp_old, entropy=batch.entropy, rel_position=batch.rel_position,
+            rewards=batch.rewards, correct=batch.correct)
+        out = self.p.shapers(ctx, state)
+        batch.advantages = out.advantages * batch.response_mask
+        batch.loss_mask = (out.loss_mask if out.loss_mask is not None else loss_mask) & loss_mask
+        return out.metrics
+
+    def _stage(self, step: int, metrics: dict) -> dict:
+        state = self.p.detector.update(step, metrics)
+        return {**self.p.detector.signals(), "stage/name": state.name}
