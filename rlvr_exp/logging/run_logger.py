@@ -57,7 +57,8 @@ class RunLogger:
         if self._bar is not None:
             self._last_bar.update({short: clean[k] for k, short in BAR_KEYS.items() if k in clean})
             self._bar.set_postfix({k: f"{v:.3f}" for k, v in self._last_bar.items()}, refresh=False)
-            self._bar.update(1)
+            if step > 0:  # step 0 is the evaluation before RL
+                self._bar.update(1)
 
     def log_media(self, step: int, items: dict[str, object]) -> None:
         """Tables, histograms, images: W&B objects built by the caller (skipped without a run)."""

@@ -74,4 +74,4 @@ def sft_warmstart(
                 break
     model.eval()
     return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "sampled_accuracy": acc,
-            "target_accuracy": target_accuracy, "last_loss": float(loss)}
+            "target_accuracy": target_accuracy, "last_loss": float(loss.detach())}

@@ -117,7 +117,7 @@ def _init_worker(barrier: Barrier) -> None:
 
 
 def _ready() -> bool:
-    return True
+    return True  # a no-op task: its result means the pool has started
 
 
 def _verify_chunk(verify_fn: VerifyFn, pairs: Sequence[Pair]) -> list[tuple[bool, str | None]]:
@@ -189,10 +189,8 @@ class MathVerifyReward:
         try:
             pickle.dumps(self.verify_fn)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            raise ValueError(
-                f"verify_fn must be a picklable top-level function (it runs in worker "
-                f"processes), got {self.verify_fn!r}: {exc}"
-            ) from exc
+            msg = f"verify_fn must be a picklable top-level function, got {self.verify_fn!r}"
+            raise ValueError(f"{msg}: {exc}") from exc
         self._pool: ProcessPoolExecutor | None = None
         self._cache: OrderedDict[Pair, bool] = OrderedDict()
         self._counts: dict[str, float] = dict.fromkeys(_STAT_KEYS, 0.0)
@@ -230,12 +228,9 @@ class MathVerifyReward:
         return rewards, correct
 
     def stats(self) -> dict[str, float]:
-        """Counters since the last call, as ``reward/<name>``; reading resets them.
-
-        samples, cache_hits (samples answered without running the verifier: cached or repeated
-        within the batch), verified (verifier runs), verify_timeouts, verify_errors,
-        pool_restarts, verify_time_s (wall time spent verifying).
-        """
+        """Counters since the last read, as ``reward/<name>`` (reading resets them): samples,
+        cache_hits (samples answered without a verifier run: cached or repeated in the batch),
+        verified, verify_timeouts, verify_errors, pool_restarts, verify_time_s (wall time)."""
         out = {f"reward/{k}": float(v) for k, v in self._counts.items()}
         self._counts = dict.fromkeys(_STAT_KEYS, 0.0)
         return out
@@ -312,12 +307,16 @@ class MathVerifyReward:
         out: dict[Pair, bool] = {}
         pool = self._ensure_pool()
         while queue or inflight:
-            submitted = self._dispatch(pool, queue, inflight)
-            if not submitted or self._collect(queue, inflight, out):
+            if not self._dispatch(pool, queue, inflight):  # a worker died: all in flight suspect
+                for job, _ in inflight.values():
+                    self._on_broken(job, queue, out, alone=False)
+            elif self._collect(queue, inflight, out):
                 # Restarting kills every in-flight job; those did nothing wrong: re-send intact.
                 queue.extendleft(job for job, _ in inflight.values())
-                inflight.clear()
-                pool = self._restart_pool()
+            else:
+                continue
+            inflight.clear()
+            pool = self._restart_pool()
         return out
 
     def _dispatch(
@@ -341,6 +340,7 @@ class MathVerifyReward:
     ) -> bool:
         """Wait for the first finished or expired job; record results, re-queue failures.
         Returns True when the pool must be restarted (a job hung or a worker died)."""
+        alone = len(inflight) == 1  # a lone job that breaks the pool is the culprit
         nearest = min(deadline for _, deadline in inflight.values())
         timeout = max(0.0, nearest - time.monotonic())
         done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -351,7 +351,7 @@ class MathVerifyReward:
                 self._record(job.pairs, fut.result(), out)
             except BrokenProcessPool:
                 restart = True
-                self._on_broken(job, queue, out)
+                self._on_broken(job, queue, out, alone)
         now = time.monotonic()
         for fut in [f for f, (_, deadline) in inflight.items() if deadline <= now]:
             restart = True
@@ -379,13 +379,13 @@ class MathVerifyReward:
         logger.warning("math-verify timed out on %.80r (gold %r); scored wrong", key[0], key[1])
         out[key] = False
 
-    def _on_broken(self, job: _Job, queue: deque[_Job], out: dict[Pair, bool]) -> None:
+    def _on_broken(self, job: _Job, queue: deque[_Job], out: dict[Pair, bool], alone: bool) -> None:
         """A worker died while ``job`` was in flight. Every in-flight job sees that, so the
         culprit is known only once an item breaks the pool running alone (solo): that item
         scores wrong (counted as an error, cached: a crash is deterministic)."""
         if len(job.pairs) > 1:
             queue.extend(_Job([key]) for key in job.pairs)
-        elif not job.solo:
+        elif not (job.solo or alone):
             queue.append(_Job(job.pairs, solo=True))
         else:
             key = job.pairs[0]

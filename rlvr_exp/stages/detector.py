@@ -31,6 +31,12 @@ shaper is on). On a sharp elbow it lags the elbow by about smoothing / (1 - smoo
 + window / 2 + patience steps (~40 with the defaults, more with noise); on an elbow where the
 slope tapers off gradually, it fires once the slope is down to ``fraction`` of its steepest.
 Once declared the plateau is final.
+
+Limits: the rising-stage fall must stand out of the slope noise, roughly fall rate >=
+(confidence / fraction) * sigma_g (~6 sigma_g with the defaults; log ``stage/noise`` to see
+it). A steady fall that is barely above the noise over thousands of steps can still fire on a
+long chance dip; with 300-600 steps and noise up to 7.5% of the total drop it did not in our
+tests (tests/unit/test_stages.py). Only falling signals are detected (entropy, not accuracy).
 """
 from __future__ import annotations
 
@@ -65,7 +71,9 @@ def _slope_noise_gain(window: int, smoothing: float) -> float:
     (b = smoothing), so Var(g) = (1 - b) / (1 + b) * sum_ij a_i a_j b^|i - j|.
     """
     a = _lsq_weights(window)
-    var = sum(a_i * a_j * smoothing ** abs(i - j) for i, a_i in enumerate(a) for j, a_j in enumerate(a))
+    var = sum(
+        a_i * a_j * smoothing ** abs(i - j) for i, a_i in enumerate(a) for j, a_j in enumerate(a)
+    )
     return math.sqrt((1.0 - smoothing) / (1.0 + smoothing) * var)
 
 
@@ -192,7 +200,7 @@ class PlateauDetector:
         out = {"stage/smoothed": self._smoothed}
         if self._slope is not None:
             out["stage/slope"] = self._slope
-        out["stage/steepest_slope"] = -self._steepest
+        out["stage/steepest_slope"] = 0.0 - self._steepest
         out["stage/noise"] = self._noise()
         out["stage/is_plateau"] = float(self._plateau_step is not None)
         if self._plateau_step is not None:
@@ -236,6 +244,10 @@ class PlateauDetector:
         self._steepest = float(state["steepest"])
         self._below = int(state["below"])
         self._plateau_step = state["plateau_step"]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
+        return f"PlateauDetector({args})"
 
     def _config(self) -> dict[str, Any]:
         return {

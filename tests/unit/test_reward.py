@@ -1,6 +1,7 @@
-"""MathVerifyReward: real math-verify verdicts, the cache, timeouts and errors in worker processes."""
+"""MathVerifyReward: real math-verify verdicts, the cache, timeouts and errors in the workers."""
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from rlvr_exp.rewards.math_verify import MathVerifyReward, extract_boxed, normal
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "reward" / "math_verify.yaml"
 HANG = "\\boxed{hang}"
+POLAR = "\\left( 3, \\frac{\\pi}{2} \\right)"  # a MATH-500 gold
 
 
 def hang_on_marker(response: str, gold: str) -> bool:
@@ -26,6 +28,12 @@ def hang_on_marker(response: str, gold: str) -> bool:
 def raise_on_marker(response: str, gold: str) -> bool:
     if response == "boom":
         raise RuntimeError("verifier exploded")
+    return response == "\\boxed{" + gold + "}"
+
+
+def crash_on_marker(response: str, gold: str) -> bool:
+    if response == "crash":
+        os._exit(3)  # a worker dying outright (segfault, OOM kill)
     return response == "\\boxed{" + gold + "}"
 
 
@@ -44,8 +52,8 @@ def test_real_math_verify_verdicts(real: MathVerifyReward) -> None:
         ("I have no idea how to solve this.", "4", False),  # no answer at all
         ("\\boxed{142}", 142.0, True),  # AMC float gold
         ("\\boxed{142}", "142.0", True),
-        ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
-        ("\\boxed{(3, \\pi)}", "\\left( 3, \\frac{\\pi}{2} \\right)", False),
+        ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", POLAR, True),
+        ("\\boxed{(3, \\pi)}", POLAR, False),
     ]
     rewards, correct = real([c[0] for c in cases], [c[1] for c in cases])
     expected = torch.tensor([c[2] for c in cases])
@@ -101,6 +109,15 @@ def test_verifier_exception_counted_as_error() -> None:
         assert reward.stats()["reward/verify_errors"] == 1
 
 
+def test_worker_crash_blames_only_the_culprit() -> None:
+    with MathVerifyReward(verify_fn=crash_on_marker) as reward:
+        _, correct = reward(["\\boxed{1}", "crash", "\\boxed{3}"], ["1", "2", "3"])
+        assert correct.tolist() == [True, False, True]
+        assert reward.stats()["reward/verify_errors"] == 1
+        _, later = reward(["\\boxed{4}"], ["4"])
+        assert later.tolist() == [True]
+
+
 def test_picklable_without_pool_and_constructor_has_no_pool(real: MathVerifyReward) -> None:
     fresh = MathVerifyReward()
     assert fresh._pool is None  # created lazily, on the first call
@@ -135,7 +152,7 @@ def test_config_composes_to_the_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("gold", "expected"),
-    [(142.0, "142"), (0.5, "0.5"), (-3.0, "-3"), (7, "7"), (" 12 ", "12"), ("\\frac12", "\\frac12")],
+    [(142.0, "142"), (0.5, "0.5"), (-3.0, "-3"), (7, "7"), (" 12 ", "12"), ("\\pi", "\\pi")],
 )
 def test_normalize_gold(gold: str | float | int, expected: str) -> None:
     assert normalize_gold(gold) == expected

@@ -1,0 +1,133 @@
+"""Problems from a parquet file in the verl schema (the benchmarks shipped with arXiv 2508.02260).
+
+Columns (SPEC section 9): ``data_source`` (str), ``prompt`` (chat list of {role, content}),
+``ability``, ``reward_model`` ({style, ground_truth}: a str, or a float such as 142.0 in AMC
+2023), ``extra_info``. ``Problem.question`` is the content of the last user message as shipped
+(it already ends with the boxed-answer instruction), ``Problem.messages`` the chat list, and
+``Problem.answer`` the ground truth as a string (integer-valued floats lose their ``.0``).
+
+A malformed row (no usable prompt or ground truth) is skipped and reported, never fatal.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from rlvr_exp.rewards.math_verify import normalize_gold
+from rlvr_exp.tasks.base import Problem
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("prompt", "reward_model")
+_READ_BATCH_ROWS = 1024
+
+
+def load_verl_parquet(path: str, limit: int | None = None) -> tuple[list[Problem], list[str]]:
+    """Read at most ``limit`` problems (the first valid rows, in file order) from ``path``.
+
+    Returns ``(problems, skipped)``: ``skipped`` holds one human-readable line per malformed row
+    (row index, what is wrong, "skipped"). Raises FileNotFoundError when ``path`` is missing and
+    ValueError when the file lacks a required column or ``limit`` is negative.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    file = _open(path)
+    names = set(file.schema_arrow.names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(
+            f"{path} lacks column(s) {missing} of the verl schema (has {sorted(names)}); "
+            f"point `task.path` at a parquet with `prompt` and `reward_model.ground_truth`"
+        )
+    columns = [*REQUIRED_COLUMNS, *(["data_source"] if "data_source" in names else [])]
+    problems: list[Problem] = []
+    skipped: list[str] = []
+    index = 0
+    for batch in file.iter_batches(batch_size=_READ_BATCH_ROWS, columns=columns):
+        for row in batch.to_pylist():
+            if limit is not None and len(problems) >= limit:
+                return problems, skipped
+            problem, error = parse_row(row)
+            if problem is None:
+                skipped.append(f"row {index}: {error}; skipped")
+            else:
+                problems.append(problem)
+            index += 1
+    return problems, skipped
+
+
+def parse_row(row: dict) -> tuple[Problem | None, str]:
+    """One verl row -> (Problem, "") or (None, what is wrong with it)."""
+    messages = row.get("prompt")  # the dict comes from pyarrow with every selected column
+    if not isinstance(messages, list) or not messages:
+        return None, f"prompt is {_describe(messages)}, expected a non-empty chat list"
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            return None, f"prompt[{i}] is {_describe(msg)}, expected {{role, content}}"
+    users = [m for m in messages if m["role"] == "user"]
+    content = users[-1].get("content") if users else None
+    if not isinstance(content, str) or not content.strip():
+        return None, "prompt has no user message with non-empty text content"
+    reward_model = row.get("reward_model")
+    if not isinstance(reward_model, dict):
+        return None, f"reward_model is {_describe(reward_model)}, expected {{style, ground_truth}}"
+    gold = reward_model.get("ground_truth")
+    if gold is None or (isinstance(gold, float) and not math.isfinite(gold)):
+        return None, f"reward_model.ground_truth is {_describe(gold)}"
+    if isinstance(gold, bool) or not isinstance(gold, (str, int, float)):
+        return None, f"reward_model.ground_truth is {_describe(gold)}, expected a str or number"
+    answer = normalize_gold(gold)
+    if not answer:
+        return None, "reward_model.ground_truth is an empty string"
+    problem = Problem(
+        question=content,
+        answer=answer,
+        messages=tuple(dict(m) for m in messages),
+        source=row.get("data_source") or "",
+    )
+    return problem, ""
+
+
+class ParquetTask:
+    """A benchmark (or training set) read from a verl-schema parquet file on :meth:`load`.
+
+    ``limit`` keeps the first ``limit`` valid problems. The constructor does no I/O.
+    """
+
+    def __init__(self, path: str, limit: int | None = None) -> None:
+        if limit is not None and limit < 0:
+            raise ValueError(f"task.limit must be >= 0 or null, got {limit}")
+        self.path = path
+        self.limit = limit
+
+    def load(self) -> list[Problem]:
+        """Read the file; log a warning naming every skipped row."""
+        problems, skipped = load_verl_parquet(self.path, self.limit)
+        for line in skipped:
+            logger.warning("%s: %s", self.path, line)
+        if skipped:
+            kept, dropped = len(problems), len(skipped)
+            logger.warning("%s: kept %d problems, skipped %d bad rows", self.path, kept, dropped)
+        return problems
+
+
+def _open(path: str) -> pq.ParquetFile:
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise FileNotFoundError(
+            f"no parquet file at {path!r} (resolved to {resolved.resolve()}); point `task.path` "
+            f"at a verl-schema parquet (columns prompt, reward_model.ground_truth)"
+        )
+    return pq.ParquetFile(resolved)
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "missing (null)"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
