@@ -85,6 +85,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Trainer:
     reward_fn = make("reward", cfg.reward)
     rollout = make("rollout", cfg.rollout)
     logger = make("logger", cfg.logger)
+    analysis = make("analysis", cfg.analysis)
     model_spec = make("model", cfg.model)
     log.info("config checked; loading the model")
     policy, tokenizer = model_spec.load(task)
@@ -94,7 +95,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Trainer:
     rollout.bind(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
     encoder = PromptEncoder(tokenizer, model_spec.chat_template, trainer_cfg.max_prompt_tokens)
     parts = Parts(policy=policy, tokenizer=tokenizer, task=task, rollout=rollout, reward_fn=reward_fn, algo=algo,
-                  shapers=shapers, detector=detector, logger=logger, encoder=encoder, reference=reference)
+                  shapers=shapers, detector=detector, logger=logger, encoder=encoder, analysis=analysis, reference=reference)
     return Trainer(trainer_cfg, parts, run_dir, int(cfg.seed), run_config(cfg))
 
 

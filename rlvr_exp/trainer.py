@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr_exp.algos.grpo import PolicyGradient
 from rlvr_exp.algos.logprobs import score_batch
-from rlvr_exp.analysis.live import batch_metrics
+from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, set_rng_state
 from rlvr_exp.collect import Collector, ProblemStream, RewardFn
@@ -49,6 +49,7 @@ class Parts:
     detector: PlateauDetector
     logger: RunLogger
     encoder: PromptEncoder
+    analysis: StepAnalysis
     reference: PreTrainedModel | None = None
 
 
@@ -88,6 +89,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         self.p.detector.load_state_dict(state["detector"])
+        self.p.analysis.load_state_dict(state["analysis"])
         self.history, self.start_step, self.run_id = state["history"], state["step"], state["wandb_run_id"]
         set_rng_state(state["rng"])
         self.p.rollout.sync_weights(self.p.policy)
@@ -103,6 +105,7 @@ class Trainer:
         state = {
             "step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "stream": self.stream.state_dict(), "detector": self.p.detector.state_dict(),
+            "analysis": self.p.analysis.state_dict(),
             "history": self.history, "wandb_run_id": self.run_id,
         }
         save_checkpoint(self.run_dir / "checkpoints", self.p.policy, self.p.tokenizer, state, self.cfg.keep_checkpoints)
@@ -152,6 +155,7 @@ class Trainer:
         batch.logp_old, batch.entropy = score_batch(p.policy, batch, cfg.score_rows_per_pass, cfg.score_entropy)
         if p.reference is not None:
             batch.ref_logp, _ = score_batch(p.reference, batch, cfg.score_rows_per_pass, with_entropy=False)
+        p.analysis.observe(batch)
         t1 = time.perf_counter()
         metrics.update(self._shape(batch, step))
         t2 = time.perf_counter()
@@ -161,15 +165,18 @@ class Trainer:
         self.scheduler.step()
         p.rollout.sync_weights(p.policy)
         t3 = time.perf_counter()
-        stats = batch_metrics(batch)
+        stats = p.analysis.batch_metrics(batch)
         stats.all_reduce()
         meter.all_reduce()
         metrics.update(stats.means())
         metrics.update(meter.means())
         metrics.update({"time/score": t1 - t0, "time/shape": t2 - t1, "time/update": t3 - t2,
                         "train/lr": self.scheduler.get_last_lr()[0]})
+        metrics.update(p.analysis.probe_metrics(step, p.policy))
         if cfg.dump_tokens_every and step % cfg.dump_tokens_every == 0:
             dump_tokens(self.run_dir, batch, step, cfg.dump_samples)
+            if p.logger.has_run:
+                p.logger.log_media(step, p.analysis.media(step, batch))
         metrics.update(self._stage(step, metrics))
         metrics["time/step"] = time.perf_counter() - t_step
         return metrics

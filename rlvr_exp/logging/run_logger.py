@@ -60,6 +60,11 @@ class RunLogger:
             if step > 0:  # step 0 is the evaluation before RL
                 self._bar.update(1)
 
+    @property
+    def has_run(self) -> bool:
+        """True while a W&B run is open (media are only built then)."""
+        return self.run is not None
+
     def log_media(self, step: int, items: dict[str, object]) -> None:
         """Tables, histograms, images: W&B objects built by the caller (skipped without a run)."""
         if self.run is not None:
