@@ -89,6 +89,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Trainer:
     model_spec = make("model", cfg.model)
     log.info("config checked; loading the model")
     policy, tokenizer = model_spec.load(task)
+    analysis.bind_tokenizer(tokenizer)
     reference = None
     if algo.needs_reference:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)

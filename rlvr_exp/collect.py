@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlvr_exp.batch import RolloutBatch, concat_batches
+from rlvr_exp.rewards.base import Reward
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.tasks.base import Problem
 from rlvr_exp.tasks.prompts import PromptEncoder
 
-RewardFn = Callable[[list[str], list[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
 class ProblemStream:
@@ -84,7 +82,7 @@ class Collector:
     """One step's batch: ``prompts_per_step`` groups of ``sampling.n`` scored responses."""
 
     def __init__(
-        self, stream: ProblemStream, rollout: Rollout, reward_fn: RewardFn, encoder: PromptEncoder,
+        self, stream: ProblemStream, rollout: Rollout, reward_fn: Reward, encoder: PromptEncoder,
         tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, prompts_per_step: int,
         dynamic_sampling: bool, max_rounds: int, overlong_buffer: int = 0, overlong_factor: float = 1.0,
     ) -> None:
@@ -133,6 +131,7 @@ class Collector:
                 break
         out = concat_batches(kept, self.tokenizer.pad_token_id) if kept else None
         stats = {
+            **self.reward_fn.stats(),
             **timing, "train/sampling_rounds": float(rounds), "train/groups_kept": float(n_kept),
             "reward/mean": reward_sum / (n_groups * self.sampling.n),
             "train/accuracy": correct_sum / (n_groups * self.sampling.n),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rlvr_exp.collect import RewardFn
+from rlvr_exp.rewards.base import Reward
 from rlvr_exp.eval.metrics import summarize
 from rlvr_exp.rewards.math_verify import extract_boxed
 from rlvr_exp.rollout.base import Rollout, SamplingParams
@@ -19,7 +19,7 @@ class Evaluator:
     any other as ``val/<name>/<metric>``. ``val/accuracy`` is avg@k of the ``val`` set."""
 
     def __init__(
-        self, benchmarks: dict[str, list[Problem]], rollout: Rollout, reward_fn: RewardFn,
+        self, benchmarks: dict[str, list[Problem]], rollout: Rollout, reward_fn: Reward,
         encoder: PromptEncoder, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, seed: int,
     ) -> None:
         self.benchmarks, self.rollout, self.reward_fn = benchmarks, rollout, reward_fn

@@ -12,6 +12,7 @@ import transformers
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_exp import jobs
 from rlvr_exp.build import build
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,28 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    transformers.utils.logging.disable_progress_bar()
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (run_dir / "choices.json").write_text(json.dumps(dict(HydraConfig.get().runtime.choices), indent=2))
-    trainer = build(cfg, run_dir)
-    summary = trainer.fit()
+    overrides = list(HydraConfig.get().overrides.task)
+    job = jobs.plan(run_dir, overrides, cfg.trainer.resume_from)
+    if job.action == "skip":
+        log.info("skipped: %s already holds %s (delete it to train again)", run_dir, jobs.SUMMARY_FILE)
+        return jobs.stored_metric(job.summary, cfg.optimized_metric)
+    jobs.prepare(job, overrides)
+    if job.action == "resume":
+        log.info("resuming from %s", job.checkpoint)
+        cfg.trainer.resume_from = str(job.checkpoint)
+    try:
+        transformers.utils.logging.disable_progress_bar()
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(int(cfg.trainer.num_threads))
+        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "choices.json").write_text(json.dumps(dict(HydraConfig.get().runtime.choices), indent=2))
+        trainer = build(cfg, run_dir)
+        summary = trainer.fit()
+    except Exception:
+        log.error("failed; traceback in %s", jobs.record_error(run_dir, overrides))
+        raise
     log.info("summary: %s", {k: summary[k] for k in sorted(summary) if k.startswith(("val/accuracy", "entropy/mean_"))})
-    value = summary.get(cfg.optimized_metric)
-    return float(value) if value is not None else None
+    return jobs.stored_metric(summary, cfg.optimized_metric)
 
 
 if __name__ == "__main__":

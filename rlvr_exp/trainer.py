@@ -18,7 +18,8 @@ from rlvr_exp.algos.logprobs import score_batch
 from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, set_rng_state
-from rlvr_exp.collect import Collector, ProblemStream, RewardFn
+from rlvr_exp.collect import Collector, ProblemStream
+from rlvr_exp.rewards.base import Reward
 from rlvr_exp.config import TrainerConfig
 from rlvr_exp.evaluate import Evaluator
 from rlvr_exp.logging.run_logger import RunLogger
@@ -43,7 +44,7 @@ class Parts:
     tokenizer: PreTrainedTokenizerBase
     task: Task
     rollout: Rollout
-    reward_fn: RewardFn
+    reward_fn: Reward
     algo: PolicyGradient
     shapers: ShaperStack
     detector: PlateauDetector

@@ -37,7 +37,7 @@ def ppo_update(
             ref = batch.ref_logp[micro] if batch.ref_logp is not None else None
             loss, info = algo.loss(logp, batch.logp_old[micro], batch.advantages[micro], m, norm, ref)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
             for key, value in info.items():
                 meter.add(f"train/{key}", float((value * m).sum()), float(m.sum()))
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)

@@ -1,37 +1,117 @@
 """The per-step analysis a run carries along: live metrics of the scored batch, the probe set,
-and W&B media. The trainer calls these hooks and knows nothing else about them."""
+and W&B media (SPEC section 7; arXiv 2508.02260, instance- and token-level analysis). The
+trainer calls these hooks and knows nothing else about them."""
 from __future__ import annotations
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
-from rlvr_exp.analysis.live import batch_metrics
+from rlvr_exp.analysis.defects import RepetitionRule
+from rlvr_exp.analysis.live import LiveOptions, batch_metrics
+from rlvr_exp.analysis.media import TokenTexts, build_media
+from rlvr_exp.analysis.probe import ProbeSet
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.logging.meters import MeanMeter
 
 
+def _int_at_least(key: str, value: object, low: int) -> int:
+    """``value`` when it is an int >= ``low``; else ValueError naming ``analysis.<key>``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"analysis.{key} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _fraction(key: str, value: object) -> float:
+    """``value`` when it is a number in (0, 1]; else ValueError naming ``analysis.<key>``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"analysis.{key} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+class TokenDecoder:
+    """Token texts of ids, one ``decode`` per id (special tokens shown)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, ids: list[int]) -> list[str]:
+        return self.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)
+
+
 class StepAnalysis:
     """Hooks, in the order the trainer calls them each step:
-    ``observe(batch)`` after scoring (the probe set is captured from the first batch),
-    ``batch_metrics(batch)`` after the update, ``probe_metrics(step, policy)`` every step
-    (returns {} when the probe is not due), ``media(step, batch)`` when a W&B run exists."""
+    ``observe(batch)`` after scoring (the probe set is captured from the first batch that has
+    each side), ``batch_metrics(batch)`` after the update, ``probe_metrics(step, policy)`` every
+    step (returns {} unless ``step % probe_every == 0``), ``media(step, batch)`` on token-dump
+    steps when a W&B run exists. ``bind_tokenizer`` (called once by ``build``) lets the media
+    show token texts.
 
-    def __init__(self, enabled: bool = True) -> None:
+    With ``enabled=False`` only :func:`rlvr_exp.analysis.live.basic_metrics` is computed: no
+    position/top-entropy/quantile/defect metrics, no probe, no media. ``probe_every=0`` turns
+    the probe off alone; ``table_rows=0`` keeps the histograms but drops the sample table.
+    The repetition knobs are those of :class:`rlvr_exp.analysis.defects.RepetitionRule`.
+    """
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        position_buckets: int = 5,
+        top_entropy_fraction: float = 0.2,
+        probe_every: int = 10,
+        probe_samples_per_side: int = 16,
+        probe_rows_per_pass: int = 64,
+        table_rows: int = 16,
+        repetition_tail_fraction: float = 0.5,
+        repetition_min_repeats: int = 3,
+        repetition_min_tail_chars: int = 8,
+    ) -> None:
+        if not isinstance(enabled, bool):
+            raise ValueError(f"analysis.enabled must be true or false, got {enabled!r}")
         self.enabled = enabled
+        rule = RepetitionRule(
+            tail_fraction=_fraction("repetition_tail_fraction", repetition_tail_fraction),
+            min_repeats=_int_at_least("repetition_min_repeats", repetition_min_repeats, 2),
+            min_tail_chars=_int_at_least("repetition_min_tail_chars", repetition_min_tail_chars, 1),
+        )
+        self.options = LiveOptions(
+            position_buckets=_int_at_least("position_buckets", position_buckets, 1),
+            top_entropy_fraction=_fraction("top_entropy_fraction", top_entropy_fraction),
+            repetition=rule,
+        )
+        self.probe_every = _int_at_least("probe_every", probe_every, 0)
+        self.probe = ProbeSet(_int_at_least("probe_samples_per_side", probe_samples_per_side, 1),
+                              _int_at_least("probe_rows_per_pass", probe_rows_per_pass, 1))
+        self.table_rows = _int_at_least("table_rows", table_rows, 0)
+        self.token_texts: TokenTexts | None = None
+
+    @property
+    def probing(self) -> bool:
+        return self.enabled and self.probe_every > 0
+
+    def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Lets ``media`` render token texts (without it, token ids are shown)."""
+        self.token_texts = TokenDecoder(tokenizer)
 
     def observe(self, batch: RolloutBatch) -> None:
-        return None
+        """Captures the probe sides still missing from the scored ``batch``."""
+        if self.probing:
+            self.probe.capture(batch)
 
     def batch_metrics(self, batch: RolloutBatch) -> MeanMeter:
-        return batch_metrics(batch)
+        return batch_metrics(batch, self.options if self.enabled else None)
 
     def probe_metrics(self, step: int, policy: torch.nn.Module) -> dict[str, float]:
-        return {}
+        if not self.probing or step % self.probe_every:
+            return {}
+        return self.probe.metrics(policy)
 
     def media(self, step: int, batch: RolloutBatch) -> dict[str, object]:
-        return {}
+        if not self.enabled:
+            return {}
+        return build_media(step, batch, self.table_rows, self.token_texts)
 
     def state_dict(self) -> dict:
-        return {}
+        return {"probe": self.probe.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        return None
+        self.probe.load_state_dict(state["probe"])

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m rlvr_exp.bench.<name>``; each prints its own table."""

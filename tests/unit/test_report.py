@@ -1,0 +1,180 @@
+"""The analysis numbers (rlvr_exp/analysis/report.py, runs.py) on hand-made rows and tables."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rlvr_exp.analysis import report
+from rlvr_exp.analysis.runs import (AnalysisInputError, Run, expand, load_run, series, strategy_label,
+                                    strategy_labels)
+
+
+def test_bucket_means_hand_computed():
+    # rel 0.0 and 0.1 -> bucket 0, 0.25 -> 1, 0.5 -> 2, nothing in 3, 0.99 -> 4
+    got = report.bucket_means(np.array([0.0, 0.1, 0.25, 0.5, 0.99]), np.array([1.0, 3.0, 5.0, 7.0, 9.0]), 5)
+    np.testing.assert_allclose(got, [2.0, 5.0, 7.0, np.nan, 9.0])
+
+
+def test_bucket_means_against_loop():
+    rng = np.random.default_rng(0)
+    rel, ent = rng.random(500), rng.random(500)
+    for n in (5, 10):
+        want = [ent[(rel >= i / n) & (rel < (i + 1) / n)].mean() for i in range(n)]
+        np.testing.assert_allclose(report.bucket_means(rel, ent, n), want)
+
+
+def rows_falling():
+    """Step 0 is the evaluation row; steps 1..10 have pos = 10..1 and neg = 20, 18, ..., 2."""
+    rows = [{"step": 0, "val/accuracy": 0.5}]
+    rows += [{"step": s, "entropy/pos": 11.0 - s, "entropy/neg": 2.0 * (11 - s)} for s in range(1, 11)]
+    return rows
+
+
+def test_change_to_boundary():
+    c = report.change_to(rows_falling(), "entropy/pos", end_step=6, edge=2)
+    # start: mean(10, 9) = 9.5; end: steps 5, 6 -> mean(6, 5) = 5.5
+    assert c["start"] == 9.5 and c["end"] == 5.5 and c["change"] == -4.0
+    assert c["relative"] == pytest.approx(-4.0 / 9.5)
+    assert report.change_to(rows_falling(), "missing", 6) is None
+
+
+def test_value_at_and_series():
+    rows = rows_falling()
+    assert report.value_at(rows, "entropy/pos", 4) == (4, 7.0)
+    assert report.value_at(rows, "val/accuracy", 10) == (0, 0.5)
+    assert report.value_at(rows, "entropy/pos", 0) is None
+    steps, values = series(rows + [{"step": 11, "entropy/pos": "not a number"}], "entropy/pos")
+    assert steps.tolist() == list(range(1, 11)) and values[0] == 10.0
+
+
+def test_stage_of_and_halves():
+    steps = np.array([1, 5, 10, 15])
+    assert report.stage_of(steps, 10).tolist() == ["rising", "rising", "plateau", "plateau"]
+    assert report.stage_of(steps, None).tolist() == ["rising"] * 4
+    first, second = report.halves(np.array([5, 5, 10, 15, 20]))
+    assert first.tolist() == [True, True, True, False, False] and second.tolist() == [False, False, False, True, True]
+    first, second = report.halves(np.array([5, 10, 15]))  # odd: the later half takes the middle step
+    assert first.tolist() == [True, False, False] and second.tolist() == [False, True, True]
+    first, second = report.halves(np.array([5, 5]))
+    assert not first.any() and not second.any()
+
+
+def test_stage_windows():
+    steps = np.array([5, 5, 10, 15, 20, 25])
+    w = report.stage_windows(steps, boundary=15)
+    assert w["rising"].tolist() == [True, True, True, False, False, False]
+    assert w["rising 1st half"].tolist() == [True, True, False, False, False, False]
+    assert w["plateau 2nd half"].tolist() == [False, False, False, False, True, True]
+    assert set(report.stage_windows(steps, None)) == {"rising", "rising 1st half", "rising 2nd half"}
+
+
+def token_table() -> pa.Table:
+    """Step 5: sample 0 (3 tokens, correct), sample 1 (2 tokens, wrong); step 10: sample 0 (1 token)."""
+    return pa.table({
+        "step": pa.array([5, 5, 5, 5, 5, 10], pa.int64()),
+        "sample": pa.array([0, 0, 0, 1, 1, 0], pa.int32()),
+        "entropy": pa.array([0.3, 0.6, 0.9, 0.2, 0.4, 1.0], pa.float32()),
+        "correct": pa.array([True, True, True, False, False, True]),
+        "logppl": pa.array([0.5, 0.5, 0.5, 1.5, 1.5, 0.1], pa.float32()),
+        "response_len": pa.array([3, 3, 3, 2, 2, 1], pa.int32()),
+    })
+
+
+def test_per_sample():
+    s = report.per_sample(token_table())
+    assert s["step"].tolist() == [5, 5, 10]
+    assert s["correct"].tolist() == [True, False, True]
+    np.testing.assert_allclose(s["entropy"], [0.6, 0.3, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(s["logppl"], [0.5, 1.5, 0.1], rtol=1e-6)
+    assert s["response_len"].tolist() == [3, 2, 1]
+
+
+def test_median_split():
+    got = report.median_split(np.array([0.1, 0.2, 0.3, 0.4]), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert got == {"median": pytest.approx(0.25), "low": 1.5, "high": 3.5, "n_low": 2, "n_high": 2}
+    ties = report.median_split(np.array([1.0, 1.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0, 10.0]))
+    assert (ties["n_low"], ties["low"], ties["high"]) == (3, 2.0, 10.0)  # ties go low
+
+
+def test_top_tokens_hand_computed():
+    ids = np.array([1, 1, 2, 3, 3, 3, 4, 4, 4, 4])
+    ent = np.array([0.9, 0.8, 0.1, 0.7, 0.6, 0.2, 0.3, 0.1, 0.1, 0.1])
+    threshold, top = report.top_tokens(ids, ent, share=0.5, k=20)
+    assert threshold == pytest.approx(0.25)  # linear interpolation between 0.2 and 0.3
+    assert [(i, c) for i, c, _ in top] == [(1, 2), (3, 2), (4, 1)]  # by count, then mean entropy
+    np.testing.assert_allclose([m for *_, m in top], [0.85, 0.65, 0.3])
+    assert report.top_tokens(ids, ent, share=0.5, k=1)[1][0][0] == 1
+    assert report.top_tokens(np.array([], int), np.array([]))[1] == []
+
+
+def test_strategy_label():
+    assert strategy_label({"shaper": "[ppl,position]", "stage": "plateau"}) == "ppl+position @plateau"
+    assert strategy_label({"shaper": "none", "stage": "always"}) == "none @always"
+    # Hydra leaves list-valued choices out of runtime.choices: fall back to the config's shaper keys
+    config = {"shaper": {"ppl": {}, "position": {}}}
+    assert strategy_label({"stage": "plateau"}, config) == "ppl+position @plateau"
+
+
+def make_run(path, overrides):
+    return Run(path=path, rows=[], summary=None, config={}, choices={"shaper": "ppl", "stage": "always"},
+               overrides=overrides)
+
+
+def test_strategy_labels_add_only_varying_strategy_overrides(tmp_path):
+    runs = [make_run(tmp_path, ["seed=0", "shaper.ppl.alpha=0.01", "hydra.run.dir=a", "trainer.steps=9"]),
+            make_run(tmp_path, ["seed=1", "shaper.ppl.alpha=0.05", "hydra.run.dir=b", "trainer.steps=9"])]
+    assert strategy_labels(runs) == ["ppl @always shaper.ppl.alpha=0.01", "ppl @always shaper.ppl.alpha=0.05"]
+
+
+def section_b_text(pos_end: float, neg_end: float) -> str:
+    rows = [{"step": 0}] + [{"step": s, "entropy/pos": 1.0, "entropy/neg": 1.0} for s in range(1, 6)]
+    rows += [{"step": s, "entropy/pos": pos_end, "entropy/neg": neg_end} for s in range(6, 21)]
+    run = Run(path=None, rows=rows, summary=None, config={}, choices={})
+    return report.section_b(run, boundary=15)
+
+
+def test_section_b_answers_with_numbers():
+    yes = section_b_text(pos_end=0.9, neg_end=0.5)
+    assert "**Yes** (batch metrics)" in yes and "-0.5000" in yes and "-0.1000" in yes and "-50.0%" in yes
+    assert "**No** (batch metrics)" in section_b_text(pos_end=0.5, neg_end=0.9)
+    assert "were not logged" in yes  # no probe metrics in these rows
+
+
+def write_run(path, choices, summary, rows=({"step": 0, "val/accuracy": 0.1}, {"step": 1, "entropy/mean": 1.0})):
+    path.mkdir(parents=True)
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (path / "choices.json").write_text(json.dumps(choices))
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_compare_runs_mean_std_over_seeds_and_failed_jobs(tmp_path):
+    base = {"shaper": "none", "stage": "always"}
+    dirs = [write_run(tmp_path / "sweep" / "0", base, {"val/accuracy_final": 0.2, "val/accuracy_gain": 0.1,
+                                                       "entropy/mean_final": 1.0}),
+            write_run(tmp_path / "sweep" / "1", base, {"val/accuracy_final": 0.4, "val/accuracy_gain": 0.3,
+                                                       "entropy/mean_final": 0.5}),
+            write_run(tmp_path / "sweep" / "2", {"shaper": "[ppl]", "stage": "plateau"}, None),
+            tmp_path / "sweep" / "3"]
+    dirs[-1].mkdir()
+    table = report.compare_runs(expand([tmp_path / "sweep"]), tmp_path / "out")
+    lines = table.splitlines()
+    # 0.2, 0.4 -> mean 0.3, std (ddof 1) 0.1414
+    assert lines[2] == "| none @always | 2 | 0.300 ± 0.141 | 0.200 ± 0.141 | 0.750 ± 0.354 | 0 |"
+    assert lines[3] == "| ppl @plateau | 0 | n/a | n/a | n/a | 1 |"
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "sweep/3`: no metrics.jsonl" in md and "sweep/2` (ppl @plateau): no summary.json" in md
+    assert (tmp_path / "out" / "compare_curves.png").stat().st_size > 1000
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(AnalysisInputError, match="has no metrics.jsonl"):
+        expand([tmp_path])
+    with pytest.raises(AnalysisInputError, match="does not exist"):
+        load_run(tmp_path / "missing")
+    assert math.isnan(report.change_to([{"step": 1, "x": 0.0}], "x", 1)["relative"])
