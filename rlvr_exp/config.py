@@ -11,8 +11,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    steps: int = 300
-    prompts_per_step: int = 8
+    steps: int = 150
+    prompts_per_step: int = 32
     samples_per_prompt: int = 8
     prompts_per_minibatch: int = 8
     samples_per_microbatch: int = 64
@@ -21,21 +21,21 @@ class TrainerConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     dynamic_sampling: bool = True
-    max_sampling_rounds: int = 3
+    max_sampling_rounds: int = 2
     overlong_buffer_tokens: int = 0
     overlong_penalty: float = 1.0
     mask_truncated: bool = False
     lr: float = 3.0e-4
-    warmup_steps: int = 0
+    warmup_steps: int = 10
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
-    val_every: int = 25
+    val_every: int = 15
     val_samples_per_problem: int = 4
     val_temperature: float = 0.6
     val_top_p: float = 0.95
     val_max_problems: int | None = None
-    checkpoint_every: int = 100
+    checkpoint_every: int = 50
     keep_checkpoints: int = 2
     dump_tokens_every: int = 10
     dump_samples: int | None = None

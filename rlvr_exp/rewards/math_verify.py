@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import os
 import pickle
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -112,8 +114,16 @@ def _init_worker(barrier: Barrier) -> None:
     that no chunk's timeout is spent on start-up. Silences math-verify's one-off warning that
     its own timeouts are off: this class enforces ``timeout_s``."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     math_verify_correct("\\boxed{1}", "1")
     barrier.wait(timeout=POOL_START_TIMEOUT_S)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent was killed (SIGKILL leaves no time to shut the pool) exits too."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _ready() -> bool:

@@ -131,3 +131,26 @@ def _describe(value: object) -> str:
         return "NaN"
     text = repr(value)
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+class VerlParquetTask:
+    """A train/validation task from two verl-schema parquet files (for example a local copy of
+    ``RUC-AIBOX/STILL-3-RL-90K`` for training and MATH-500 for validation). Files are read on
+    first use, never in the constructor. The problems already carry their boxed-answer
+    instruction, so ``model.chat_template=true`` sends their chat list as shipped."""
+
+    def __init__(self, train_path: str, val_path: str, train_limit: int | None = None, val_limit: int | None = None) -> None:
+        self.train = ParquetTask(train_path, train_limit)
+        self.val = ParquetTask(val_path, val_limit)
+        self._train: list[Problem] | None = None
+        self._val: list[Problem] | None = None
+
+    def train_problems(self) -> list[Problem]:
+        if self._train is None:
+            self._train = self.train.load()
+        return self._train
+
+    def val_problems(self) -> list[Problem]:
+        if self._val is None:
+            self._val = self.val.load()
+        return self._val

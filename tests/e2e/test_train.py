@@ -11,7 +11,7 @@ def rows(run_dir):
 
 
 def test_reward_goes_up_on_an_easy_task(run_inprocess):
-    summary, run_dir, _ = run_inprocess(["trainer.steps=40", "trainer.lr=1.0e-3", "trainer.dump_tokens_every=0"])
+    summary, run_dir, _ = run_inprocess(["trainer.steps=40", "trainer.dump_tokens_every=0"])
     acc = [r["train/accuracy"] for r in rows(run_dir) if r["step"] > 0]
     first, last = sum(acc[:10]) / 10, sum(acc[-10:]) / 10
     assert last > first + 0.15, (first, last)
@@ -41,6 +41,6 @@ def test_writes_every_artifact(run_inprocess):
     assert table.column_names[:15] == ["step", "sample", "group", "position", "rel_position", "token_id", "logp_old",
                                        "entropy", "advantage_raw", "advantage", "in_loss", "reward", "correct",
                                        "response_len", "logppl"]
-    lens = table.column("response_len").to_pylist()
-    assert len(lens) == sum(set(zip(table.column("sample").to_pylist(), lens)).__iter__().__class__ and
-                            [l for s, l in sorted(set(zip(table.column("sample").to_pylist(), lens)))])
+    per_sample = dict(zip(table.column("sample").to_pylist(), table.column("response_len").to_pylist()))
+    assert table.num_rows == sum(per_sample.values())  # one row per response token, no padding
+    assert set(table.column("position").to_pylist()) == set(range(max(per_sample.values())))

@@ -102,3 +102,14 @@ def test_real_golds_verify_against_themselves() -> None:
         _, wrong = reward(["Thus the answer is \\boxed{123457}." for _ in golds], golds)
     assert right.all(), [g for g, ok in zip(golds, right.tolist()) if not ok]
     assert not wrong.any()
+
+
+def test_verl_task_serves_train_and_val_from_the_real_files():
+    from rlvr_exp.tasks.parquet import VerlParquetTask
+
+    folder = BENCHMARKS
+    if not folder.is_dir():
+        pytest.skip("../shared/data/benchmarks is absent")
+    task = VerlParquetTask(str(folder / "amc23.parquet"), str(folder / "math500.parquet"), val_limit=10)
+    assert len(task.train_problems()) == 83 and len(task.val_problems()) == 10
+    assert task.train_problems() is task.train_problems()  # read once

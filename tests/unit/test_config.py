@@ -1,0 +1,37 @@
+"""Trainer knobs: the YAML and the dataclass agree, bad values name their key."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from rlvr_exp.config import ConfigError, TrainerConfig
+from tests.conftest import CONF
+
+
+def test_yaml_defaults_equal_dataclass_defaults():
+    yaml = OmegaConf.to_container(OmegaConf.load(CONF / "trainer" / "default.yaml"))
+    yaml.pop("_target_")
+    fields = {f.name: f.default for f in dataclasses.fields(TrainerConfig)}
+    assert set(yaml) == set(fields)
+    for name, value in yaml.items():
+        expected = list(fields[name]) if isinstance(fields[name], tuple) else fields[name]
+        assert value == expected, name
+
+
+def test_derived_sizes():
+    cfg = TrainerConfig(prompts_per_step=32, samples_per_prompt=8, prompts_per_minibatch=8)
+    assert cfg.responses_per_step == 256 and cfg.updates_per_step == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"steps": 0}, "trainer.steps"), ({"samples_per_prompt": 1}, "trainer.samples_per_prompt"),
+     ({"top_p": 0.0}, "trainer.top_p"), ({"lr": -1.0}, "trainer.lr"),
+     ({"overlong_buffer_tokens": 16}, "trainer.overlong_buffer_tokens"),
+     ({"prompts_per_step": 6, "prompts_per_minibatch": 4}, "trainer.prompts_per_step")],
+)
+def test_bad_values_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        TrainerConfig(**kwargs)
