@@ -18,6 +18,9 @@ reusing the sweep folder) is refused with :class:`JobMismatchError` instead of b
 the wrong results or resumed from the wrong weights. Overrides that do not change what is trained
 (the launcher, thread count, W&B mode, ...) are left out of that comparison.
 
+Under ``launcher=parallel`` a job runs inside a joblib/loky worker; :func:`use_standard_start_method`
+makes the processes it starts itself (the math-verify pool) work there.
+
 A job that raises leaves ``error.txt`` (its overrides and traceback) in its folder: see
 :func:`record_error`. Hydra's launchers run the other jobs of the sweep regardless and report the
 first failure when all are done.
@@ -25,6 +28,7 @@ first failure when all are done.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import traceback
 from dataclasses import dataclass
@@ -130,3 +134,13 @@ def record_error(run_dir: Path, overrides: list[str]) -> Path:
         f"time: {datetime.now().isoformat(timespec='seconds')}\n"
         f"overrides: {' '.join(overrides)}\n\n{traceback.format_exc()}")
     return path
+
+
+def use_standard_start_method() -> None:
+    """Reset a process-wide start method that only a launcher knows (loky's ``"loky"`` in joblib
+    workers) to ``"spawn"``. The standard library hands the parent's global start method to every
+    spawned child, even one started from an explicit spawn context, and a fresh interpreter cannot
+    resolve ``"loky"``: the child dies with "cannot find context for 'loky'"."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method is not None and method not in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("spawn", force=True)

@@ -31,11 +31,14 @@ def main(cfg: DictConfig) -> float | None:
         log.info("resuming from %s", job.checkpoint)
         cfg.trainer.resume_from = str(job.checkpoint)
     try:
+        jobs.use_standard_start_method()
         transformers.utils.logging.disable_progress_bar()
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (run_dir / "choices.json").write_text(json.dumps(dict(HydraConfig.get().runtime.choices), indent=2))
+        choices = dict(HydraConfig.get().runtime.choices)
+        choices.setdefault("shaper", list(cfg.shaper))  # Hydra leaves list choices (shaper=[ppl,position]) out
+        (run_dir / "choices.json").write_text(json.dumps(choices, indent=2))
         trainer = build(cfg, run_dir)
         summary = trainer.fit()
     except Exception:

@@ -5,6 +5,7 @@ policy before RL. The trainer passes data through and never learns a shaper's na
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -83,7 +84,11 @@ class Trainer:
             self._resume(find_checkpoint(cfg.resume_from))
 
     def _resume(self, checkpoint: Path) -> None:
+        """Restores every piece of state and continues in the checkpoint's run folder (its
+        ``metrics.jsonl`` is cut back to the checkpoint's step, its W&B run id reused)."""
         state = load_state(checkpoint)
+        if checkpoint.parent.name == "checkpoints":
+            self.run_dir = checkpoint.parent.parent
         weights = type(self.p.policy).from_pretrained(checkpoint / "policy", dtype=self.p.policy.dtype)
         self.p.policy.load_state_dict(weights.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -96,8 +101,6 @@ class Trainer:
         self.p.rollout.sync_weights(self.p.policy)
         metrics = self.run_dir / "metrics.jsonl"  # drop rows logged after the checkpoint
         if metrics.exists():
-            import json
-
             rows = [r for r in metrics.read_text().splitlines() if r and json.loads(r)["step"] <= self.start_step]
             metrics.write_text("".join(r + "\n" for r in rows))
         log.info("resumed from %s at step %d", checkpoint, self.start_step)

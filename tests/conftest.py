@@ -30,11 +30,13 @@ def tiny_model(char_tokenizer):
     return TinyQwen2(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)._fresh(char_tokenizer).eval()
 
 
-# A small, fast configuration of the real pipeline: an easy task (single-digit sums), a
-# warm-start that stops at 30% sampled accuracy (a few seconds), W&B disabled.
+# A small, fast configuration of the real pipeline: an easy task (sums of 0..4), a warm-start
+# that stops at 30% sampled accuracy (a few seconds), W&B disabled. Measured: train accuracy
+# 0.14 -> 0.25 over 25 steps on seeds 0 and 1.
 FAST = [
-    "task.max_operand=9", "task.num_train=84", "task.num_val=16",
-    "trainer.prompts_per_step=8", "trainer.prompts_per_minibatch=4", "trainer.samples_per_prompt=4",
+    "task.max_operand=4", "task.num_train=20", "task.num_val=5",
+    "trainer.prompts_per_step=16", "trainer.prompts_per_minibatch=8", "trainer.samples_per_prompt=8",
+    "trainer.lr=1.0e-4", "trainer.warmup_steps=0",
     "trainer.val_every=0", "trainer.checkpoint_every=0", "trainer.dump_tokens_every=1",
     "trainer.num_threads=1", "logger.mode=disabled", "logger.progress_bar=false",
 ]

@@ -17,6 +17,8 @@ from rlvr_exp.analysis.runs import series
 
 SMOOTHING = 0.9
 DPI = 110
+DEFECT_KEYS = {"defect/no_boxed_share": "no boxed answer", "defect/repetition_share": "repetition",
+               "defect/truncated_share": "truncated"}
 STAGE_COLORS = {"rising": "tab:orange", "plateau": "tab:blue"}
 Rows = list[dict[str, Any]]
 
@@ -122,9 +124,8 @@ def entropy_by_position(profiles: dict[str, np.ndarray], rows: Rows, boundary: i
     axes[0].set(title="Entropy by relative position in the response, per stage",
                 xlabel="relative position in response ((t-1)/L)", ylabel="mean token entropy (nats)")
     if bucket_keys:
-        colors = [f"C{i}" for i in range(len(bucket_keys))]
-        for key, color in zip(bucket_keys, colors):
-            _curve(axes[1], rows, key, f"bucket {key.rsplit('_', 1)[1]}", color)
+        for i, (key, span) in enumerate(zip(bucket_keys, bucket_labels(len(bucket_keys)))):
+            _curve(axes[1], rows, key, f"position {span}", f"C{i}")
         _boundary(axes[1], boundary)
         axes[1].set(title="Per-step entropy by position bucket (logged)", xlabel="step", ylabel="entropy (nats)")
     for ax in axes:
@@ -155,6 +156,14 @@ def logppl_by_correctness(samples: dict[str, np.ndarray], stages: np.ndarray, pa
         ax.legend(loc="best", fontsize=8)
     fig.suptitle("Per-sample logPPL of correct vs wrong samples (vertical lines: means)")
     return _save(fig, path)
+
+
+def defect_keys(rows: Rows) -> dict[str, str]:
+    """Defect metrics present; ``train/clipped_share`` stands in for a missing truncated share."""
+    present = {k: v for k, v in DEFECT_KEYS.items() if any(k in r for r in rows)}
+    if "defect/truncated_share" not in present and any("train/clipped_share" in r for r in rows):
+        present["train/clipped_share"] = "truncated (train/clipped_share)"
+    return present
 
 
 def defects(rows: Rows, keys: dict[str, str], boundary: int | None, path: Path) -> Path:

@@ -30,8 +30,6 @@ N_BUCKETS = 5
 TOP_SHARE = 0.2
 TOP_TOKENS = 20
 RISING, PLATEAU = "rising", "plateau"
-DEFECT_KEYS = {"defect/no_boxed_share": "no boxed answer", "defect/repetition_share": "repetition",
-               "defect/truncated_share": "truncated"}
 FINAL_KEYS = ("val/accuracy_final", "val/accuracy_gain", "entropy/mean_final")
 Rows = list[dict[str, Any]]
 
@@ -177,6 +175,12 @@ def section_a(run: Run, boundary: int | None, how: str) -> str:
     return "\n".join(lines)
 
 
+def _fell_more(neg: float, pos: float) -> str:
+    if neg < min(pos, 0.0):
+        return "Yes"
+    return "No" if neg >= pos else "No: entropy did not fall on negative samples (it rose less than on positive ones)"
+
+
 def section_b(run: Run, boundary: int | None) -> str:
     end = boundary if boundary is not None else int(max(r["step"] for r in run.rows))
     lines = ["## (b) Does entropy fall more on negative than on positive samples in the rising stage?", "",
@@ -184,7 +188,7 @@ def section_b(run: Run, boundary: int | None) -> str:
              f"before step {end} minus the mean of the first {EDGE_STEPS}."]
     pos, neg = change_to(run.rows, "entropy/pos", end), change_to(run.rows, "entropy/neg", end)
     if pos and neg:
-        answer = "Yes" if neg["change"] < pos["change"] else "No"
+        answer = _fell_more(neg["change"], pos["change"])
         lines += ["", f"**{answer}** (batch metrics): negative samples {_f(neg['start'])} -> {_f(neg['end'])} nats "
                   f"({_d(neg['change'])}, {neg['relative']:+.1%}); positive samples {_f(pos['start'])} -> "
                   f"{_f(pos['end'])} nats ({_d(pos['change'])}, {pos['relative']:+.1%})."]
@@ -192,7 +196,7 @@ def section_b(run: Run, boundary: int | None) -> str:
         lines += ["", "`entropy/pos` / `entropy/neg` were not logged: no answer from the batch metrics."]
     ppos, pneg = value_at(run.rows, "probe/entropy_change_pos", end), value_at(run.rows, "probe/entropy_change_neg", end)
     if ppos and pneg:
-        answer = "Yes" if pneg[1] < ppos[1] else "No"
+        answer = _fell_more(pneg[1], ppos[1])
         lines += ["", f"**{answer}** (fixed probe set, change since capture at step {min(ppos[0], pneg[0])}): "
                   f"negative samples {_d(pneg[1])} nats, positive samples {_d(ppos[1])} nats."]
         lpos, lneg = value_at(run.rows, "probe/logp_change_pos", end), value_at(run.rows, "probe/logp_change_neg", end)
@@ -288,17 +292,9 @@ def section_tokens(tokens: pa.Table, boundary: int | None, decode: Callable[[int
     return "\n".join(lines + [f"Saved as `{csv_path.name}`."])
 
 
-def defect_keys(rows: Rows) -> dict[str, str]:
-    """Defect metrics present; ``train/clipped_share`` stands in for a missing truncated share."""
-    present = {k: v for k, v in DEFECT_KEYS.items() if any(k in r for r in rows)}
-    if "defect/truncated_share" not in present and any("train/clipped_share" in r for r in rows):
-        present["train/clipped_share"] = "truncated (train/clipped_share)"
-    return present
-
-
 def section_defects(rows: Rows, keys: dict[str, str], boundary: int | None) -> str:
     lines = ["## Defect rates", ""]
-    missing = [k for k in DEFECT_KEYS if k not in keys]
+    missing = [k for k in plots.DEFECT_KEYS if k not in keys]
     if missing:
         lines.append("Not logged (no curve): " + ", ".join(f"`{k}`" for k in missing) + ".")
     end = boundary if boundary is not None else int(max(r["step"] for r in rows))
@@ -343,7 +339,7 @@ def analyze_run(run_dir: Path, wandb: bool) -> Path:
         profiles, run.rows, boundary, out / "entropy_by_position.png")
     images["logppl_by_correctness"] = plots.logppl_by_correctness(
         samples, stage_of(samples["step"], boundary), out / "logppl_by_correctness.png")
-    keys = defect_keys(run.rows)
+    keys = plots.defect_keys(run.rows)
     if keys:
         images["defects"] = plots.defects(run.rows, keys, boundary, out / "defects.png")
     skipped = [] if has_probe else ["probe-set panel (no `probe/entropy_change_*`)"]

@@ -62,7 +62,8 @@ def sft_warmstart(
     probe = rng.sample(problems, min(check_problems, len(problems)))
     for step in range(1, max_steps + 1):
         model.train()
-        ids, mask, labels = _sft_batch(tokenizer, rng.sample(problems, batch_size))
+        picked = rng.sample(problems, batch_size) if len(problems) >= batch_size else rng.choices(problems, k=batch_size)
+        ids, mask, labels = _sft_batch(tokenizer, picked)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

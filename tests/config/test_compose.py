@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from rlvr_exp.build import build_shapers, make
 from rlvr_exp.stages.schedules import AlwaysSchedule, PlateauSchedule, WindowSchedule
@@ -19,11 +19,9 @@ from rlvr_exp.stages.schedules import AlwaysSchedule, PlateauSchedule, WindowSch
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # Git-ignored, per-machine files that live beside the options but are not options themselves.
 NOT_OPTIONS = {("launcher", "local_secrets")}
-# Options that cannot compose alone: the extra overrides they need.
-NEEDS = {
-    ("experiment", "paper_qwen2.5_7b"): ["task=arithmetic"],
-    ("experiment", "paper_qwen2.5_math_7b"): ["task=arithmetic"],
-}
+# Options with mandatory values: what they need to instantiate (the task reads its files lazily).
+DATA = ["task.train_path=/data/train.parquet", "task.val_path=/data/val.parquet"]
+NEEDS = {("task", "parquet"): DATA, ("experiment", "paper_qwen2.5_7b"): DATA, ("experiment", "paper_qwen2.5_math_7b"): DATA}
 
 
 def group_options(conf: Path = CONF) -> list[tuple[str, str]]:
@@ -136,27 +134,29 @@ def test_demo_is_the_embedded_default():
 @pytest.mark.parametrize(("name", "model"), [("paper_qwen2.5_7b", "Qwen/Qwen2.5-7B"),
                                              ("paper_qwen2.5_math_7b", "Qwen/Qwen2.5-Math-7B")])
 def test_paper_presets_hold_the_spec_hyperparameters(name, model):
-    with hydra_job([f"experiment={name}", "task=arithmetic"]) as cfg:
+    with hydra_job([f"experiment={name}", *DATA]) as cfg:
         t = make("trainer", cfg.trainer)
         assert cfg.model.name_or_path == model
-        assert cfg.hydra.runtime.choices.algo == "grpo" and list(cfg.shaper) == ["none"]
+        assert (cfg.hydra.runtime.choices.algo, cfg.hydra.runtime.choices.task) == ("grpo", "parquet")
+        assert list(cfg.shaper) == ["none"]
         assert (cfg.algo.eps_low, cfg.algo.eps_high, cfg.algo.loss_agg, cfg.algo.kl_coef) == (0.2, 0.28, "token-mean", 0.0)
     assert (t.lr, t.warmup_steps, t.weight_decay, t.grad_clip) == (1.0e-6, 10, 0.1, 1.0)
     assert (t.prompts_per_step, t.samples_per_prompt, t.prompts_per_minibatch, t.updates_per_step) == (512, 8, 32, 16)
     assert (t.max_prompt_tokens, t.max_response_tokens) == (1024, 8192)
     assert (t.temperature, t.top_p, t.val_temperature, t.val_top_p) == (1.0, 1.0, 0.6, 0.95)
+    assert t.val_samples_per_problem == 1  # the authors' AIME files hold each problem 8 times: avg@8
     assert (t.val_every, t.steps, t.overlong_buffer_tokens, t.dynamic_sampling) == (10, 600, 0, True)
 
 
 @pytest.mark.parametrize("name", ["paper_qwen2.5_7b", "paper_qwen2.5_math_7b"])
-def test_paper_presets_demand_a_task(name):
-    with pytest.raises(ConfigCompositionException, match="You must specify 'task'"):
-        with hydra_job([f"experiment={name}"]):
-            pass
+def test_paper_presets_demand_their_data(name):
+    with hydra_job([f"experiment={name}"]) as cfg:
+        with pytest.raises(MissingMandatoryValue, match="task.train_path"):
+            make("task", cfg.task)
 
 
 def test_paper_preset_stacks_with_a_strategy():
-    with hydra_job(["experiment=[paper_qwen2.5_math_7b,ppl_position]", "task=arithmetic"]) as cfg:
+    with hydra_job(["experiment=[paper_qwen2.5_math_7b,ppl_position]", *DATA]) as cfg:
         assert cfg.model.name_or_path == "Qwen/Qwen2.5-Math-7B" and cfg.trainer.prompts_per_step == 512
         assert cfg.logger.job_type == "ppl_position"
         assert [(n, type(s)) for n, s in schedules(cfg)] == STRATEGIES["ppl_position"]

@@ -125,17 +125,21 @@ def test_rerun_skips_finished_jobs_and_resumes_interrupted_ones(basic_sweep):
 
 
 # ---------------------------------------------------------------------- failures
-FAILING = ["sweep=ppl_alpha", "shaper.ppl.alpha=-1,0.01", "seed=0", *TINY]
+# The recommended stack (PPL always + position from the plateau) with one invalid PPL strength:
+# job 0 fails at start-up, job 1 runs after it.
+FAILING = ["sweep=shaper_ablation", "experiment=ppl_position", "shaper.ppl.alpha=-1,0.01", "seed=0", *TINY]
 
 
 def test_a_failing_job_keeps_the_others_and_a_rerun_retries_only_it(tmp_path):
     proc = cli(tmp_path, FAILING)
     assert proc.returncode != 0  # Hydra reports the failure once every job has run
-    bad, good = job_dirs(tmp_path / "outputs" / "multirun" / "ppl_alpha")
+    bad, good = job_dirs(tmp_path / "outputs" / "multirun" / "shaper_ablation")
     error = (bad / "error.txt").read_text()
     assert "shaper.ppl.alpha=-1" in error and "Traceback" in error and "alpha" in error.splitlines()[-1]
     assert not (bad / "summary.json").exists()
     assert_complete_run(good)  # ran after the failure, results kept
+    assert read(good / "choices.json")["shaper"] == ["ppl", "position"]  # a stack, which Hydra's choices omit
+    assert OmegaConf.load(good / "config_resolved.yaml").logger.job_type == "ppl_position"
     before = (good / "metrics.jsonl").read_bytes()
 
     proc = cli(tmp_path, FAILING)
@@ -146,7 +150,6 @@ def test_a_failing_job_keeps_the_others_and_a_rerun_retries_only_it(tmp_path):
 
 
 # ---------------------------------------------------------------- the joblib launcher
-@pytest.mark.slow
 def test_parallel_launcher_runs_the_same_sweep_in_loky_workers(tmp_path):
     proc = cli(tmp_path, [*BASIC, "launcher=parallel", "trainer.checkpoint_every=0"])
     assert proc.returncode == 0, output(proc)[-4000:]

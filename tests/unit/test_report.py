@@ -141,6 +141,8 @@ def test_section_b_answers_with_numbers():
     yes = section_b_text(pos_end=0.9, neg_end=0.5)
     assert "**Yes** (batch metrics)" in yes and "-0.5000" in yes and "-0.1000" in yes and "-50.0%" in yes
     assert "**No** (batch metrics)" in section_b_text(pos_end=0.5, neg_end=0.9)
+    # both rose, negative less: not a "yes" to "fell more on negative samples"
+    assert "**No: entropy did not fall on negative samples" in section_b_text(pos_end=1.5, neg_end=1.2)
     assert "were not logged" in yes  # no probe metrics in these rows
 
 
