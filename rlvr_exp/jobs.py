@@ -85,7 +85,8 @@ def check_identity(run_dir: Path, overrides: list[str]) -> None:
         raise JobMismatchError(
             f"{run_dir} holds another job (overrides {stored}), not this one ({identity(overrides)}). "
             "Rerun the exact command that made this sweep folder to skip/resume its jobs, or give this "
-            "command its own folder: hydra.sweep.dir=outputs/multirun/<new name>")
+            "command its own folder: logger.group=<new name> with a sweep config, else "
+            "hydra.sweep.dir=outputs/multirun/<new name>")
 
 
 def plan(run_dir: Path, overrides: list[str], resume_from: str | None) -> JobPlan:

@@ -21,7 +21,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 NOT_OPTIONS = {("launcher", "local_secrets")}
 # Options with mandatory values: what they need to instantiate (the task reads its files lazily).
 DATA = ["task.train_path=/data/train.parquet", "task.val_path=/data/val.parquet"]
-NEEDS = {("task", "parquet"): DATA, ("experiment", "paper_qwen2.5_7b"): DATA, ("experiment", "paper_qwen2.5_math_7b"): DATA}
+NEEDS = {("task", "parquet"): DATA, ("experiment", "paper_qwen2.5_7b"): DATA,
+         ("experiment", "paper_qwen2.5_math_7b"): DATA}
 
 
 def group_options(conf: Path = CONF) -> list[tuple[str, str]]:
@@ -139,7 +140,8 @@ def test_paper_presets_hold_the_spec_hyperparameters(name, model):
         assert cfg.model.name_or_path == model
         assert (cfg.hydra.runtime.choices.algo, cfg.hydra.runtime.choices.task) == ("grpo", "parquet")
         assert list(cfg.shaper) == ["none"]
-        assert (cfg.algo.eps_low, cfg.algo.eps_high, cfg.algo.loss_agg, cfg.algo.kl_coef) == (0.2, 0.28, "token-mean", 0.0)
+        algo = (cfg.algo.eps_low, cfg.algo.eps_high, cfg.algo.loss_agg, cfg.algo.kl_coef)
+        assert algo == (0.2, 0.28, "token-mean", 0.0)
     assert (t.lr, t.warmup_steps, t.weight_decay, t.grad_clip) == (1.0e-6, 10, 0.1, 1.0)
     assert (t.prompts_per_step, t.samples_per_prompt, t.prompts_per_minibatch, t.updates_per_step) == (512, 8, 32, 16)
     assert (t.max_prompt_tokens, t.max_response_tokens) == (1024, 8192)

@@ -172,7 +172,8 @@ class TestJobFolder:
             job = jobs.plan(tmp_path, OVERRIDES, None)
             assert job.action == "fresh"
             jobs.prepare(job, OVERRIDES)
-            assert sorted(p.name for p in (tmp_path / "attempts" / attempt).iterdir()) == ["error.txt", "metrics.jsonl", "wandb"]
+            filed = sorted(p.name for p in (tmp_path / "attempts" / attempt).iterdir())
+            assert filed == ["error.txt", "metrics.jsonl", "wandb"]
             for name in ("metrics.jsonl", "error.txt"):
                 (tmp_path / name).write_text(name)
             (tmp_path / "wandb").mkdir()

@@ -86,7 +86,8 @@ def test_each_job_has_its_own_folder_metrics_summary_and_wandb_run(basic_sweep):
 def test_command_line_axes_replace_the_sweeps_own(basic_sweep):
     _, sweep_dir, proc = basic_sweep
     assert "Launching 4 jobs" in output(proc)
-    got = [(read(d / "choices.json")["experiment"], OmegaConf.load(d / "config_resolved.yaml").seed) for d in job_dirs(sweep_dir)]
+    got = [(read(d / "choices.json")["experiment"], OmegaConf.load(d / "config_resolved.yaml").seed)
+           for d in job_dirs(sweep_dir)]
     assert got == [("grpo", 0), ("grpo", 1), ("ppl", 0), ("ppl", 1)]
 
 
