@@ -111,6 +111,7 @@ def run_config(cfg: DictConfig) -> dict:
         for group, choice in choices.items():
             if not group.startswith("hydra/") and choice is not None:
                 out[f"choice/{group}"] = str(choice)
+        out["choice/shaper"] = ",".join(cfg.shaper)  # Hydra leaves list choices ([ppl,position]) out
     except ValueError:  # composed outside @hydra.main (tests): no runtime choices
         pass
     return out

@@ -2,7 +2,11 @@
 derived sizes (responses per step, optimizer updates per step) are computed, never set."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -11,7 +15,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    steps: int = 150
+    steps: int = 200
     prompts_per_step: int = 32
     samples_per_prompt: int = 8
     prompts_per_minibatch: int = 8
@@ -26,11 +30,13 @@ class TrainerConfig:
     overlong_penalty: float = 1.0
     mask_truncated: bool = False
     lr: float = 3.0e-4
-    warmup_steps: int = 10
+    warmup_steps: int = 0
+    lr_schedule: str = "cosine"
+    lr_min_ratio: float = 0.1
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
-    val_every: int = 15
+    val_every: int = 20
     val_samples_per_problem: int = 4
     val_temperature: float = 0.6
     val_top_p: float = 0.95
@@ -70,10 +76,25 @@ class TrainerConfig:
                      "overlong_buffer_tokens", "weight_decay", "num_threads", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"trainer.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"trainer.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ConfigError(f"trainer.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
         if self.overlong_buffer_tokens >= self.max_response_tokens:
             raise ConfigError(
                 f"trainer.overlong_buffer_tokens ({self.overlong_buffer_tokens}) must be below "
                 f"trainer.max_response_tokens ({self.max_response_tokens})")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of ``lr`` after ``step`` scheduler steps: linear warm-up over
+        ``warmup_steps``, then constant (the paper's setting) or a cosine decay to
+        ``lr_min_ratio`` at the last step."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        return self.lr_min_ratio + (1.0 - self.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @property
     def responses_per_step(self) -> int:

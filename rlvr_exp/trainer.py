@@ -69,9 +69,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [q for q in p.policy.parameters() if q.requires_grad], lr=cfg.lr,
             weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
-        warm = cfg.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cfg.lr_factor)
         sampling = SamplingParams(cfg.samples_per_prompt, cfg.temperature, cfg.top_p, cfg.max_response_tokens)
         self.stream = ProblemStream(p.task.train_problems(), self.seed)
         self.collector = Collector(

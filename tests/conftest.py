@@ -36,7 +36,7 @@ def tiny_model(char_tokenizer):
 FAST = [
     "task.max_operand=4", "task.num_train=20", "task.num_val=5",
     "trainer.prompts_per_step=16", "trainer.prompts_per_minibatch=8", "trainer.samples_per_prompt=8",
-    "trainer.lr=1.0e-4", "trainer.warmup_steps=0",
+    "trainer.lr=1.0e-4", "trainer.lr_schedule=constant",
     "trainer.val_every=0", "trainer.checkpoint_every=0", "trainer.dump_tokens_every=1",
     "trainer.num_threads=1", "logger.mode=disabled", "logger.progress_bar=false",
 ]

@@ -35,3 +35,14 @@ def test_derived_sizes():
 def test_bad_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         TrainerConfig(**kwargs)
+
+
+def test_lr_schedules():
+    const = TrainerConfig(steps=100, warmup_steps=10, lr_schedule="constant")
+    assert [const.lr_factor(s) for s in (0, 4, 9, 10, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    cos = TrainerConfig(steps=100, warmup_steps=0, lr_schedule="cosine", lr_min_ratio=0.1)
+    assert cos.lr_factor(0) == 1.0
+    assert abs(cos.lr_factor(50) - 0.55) < 1e-12  # 0.1 + 0.9 * 0.5 * (1 + cos(pi / 2))
+    assert abs(cos.lr_factor(100) - 0.1) < 1e-12
+    with pytest.raises(ConfigError, match="trainer.lr_schedule"):
+        TrainerConfig(lr_schedule="linear")
