@@ -139,6 +139,10 @@ class Trainer:
             return summary
         finally:
             self.p.logger.finish(exit_code)
+            # Stop the verifier's worker pool now: a job that ends inside a launcher's worker
+            # process (joblib/loky) exits without running the interpreter hooks that would,
+            # and would then wait forever on the idle pool worker.
+            self.p.reward_fn.close()
 
     def _log(self, step: int, metrics: dict) -> None:
         self.history.append({"step": step, **metrics})

@@ -15,3 +15,7 @@ class Reward(Protocol):
     def stats(self) -> dict[str, float]:
         """Counters since the last call (``reward/...`` keys): timeouts, errors, cache hits."""
         ...
+
+    def close(self) -> None:
+        """Release workers or connections; a later call may start them again."""
+        ...

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import pyarrow.parquet as pq
 
@@ -37,6 +38,9 @@ def test_same_seed_same_metrics(run_inprocess):
 
 def test_writes_every_artifact(run_inprocess):
     summary, run_dir, _ = run_inprocess(["trainer.steps=2", "trainer.val_every=2", "trainer.checkpoint_every=2"])
+    # the verifier's pool is stopped when the run ends (an idle worker left behind hangs the exit
+    # of a joblib/loky launcher worker)
+    assert not multiprocessing.active_children()
     for key in ("val/accuracy_initial", "val/accuracy_last", "val/accuracy_final", "entropy/mean_initial",
                 "entropy/mean_final", "time/wall_seconds"):
         assert key in summary
