@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import torch
 
 from rlvr_exp.batch import RolloutBatch
+from rlvr_exp.shapers.ppl import log_ppl
 
 COLUMNS = ("step", "sample", "group", "position", "rel_position", "token_id", "logp_old", "entropy",
            "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl")
@@ -20,8 +21,7 @@ def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None) 
     mask = batch.response_mask[:n]
     rows, cols = mask.nonzero(as_tuple=True)
     lengths = batch.response_len[:n]
-    logp = batch.logp_old[:n]
-    logppl = -(logp * mask).sum(-1) / lengths.clamp(min=1)
+    logppl = log_ppl(batch.logp_old[:n], mask)  # the PPL shaper's own definition
 
     def tok(x: torch.Tensor) -> list:
         return x[:n][rows, cols].tolist()
