@@ -153,7 +153,7 @@ def _kill_pool(pool: ProcessPoolExecutor) -> None:
         proc.join(timeout=2.0)
         if proc.is_alive():
             proc.kill()
-            proc.join(timeout=2.0)
+            proc.join(timeout=10.0)
 
 
 @dataclass(frozen=True)

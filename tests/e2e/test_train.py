@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import time
 
 import pyarrow.parquet as pq
 
@@ -36,11 +37,28 @@ def test_same_seed_same_metrics(run_inprocess):
     assert strip(rows(a)) != strip(rows(c))
 
 
+def children_started_by(run) -> list:
+    """The child processes ``run`` left alive. A stopped worker may take a moment to be reaped
+    on a loaded machine, so wait up to 20 s; an idle pool worker that was never stopped lives on."""
+    before = set(multiprocessing.active_children())
+    run()
+    deadline = time.monotonic() + 20.0
+    while (left := [p for p in multiprocessing.active_children() if p not in before]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def test_writes_every_artifact(run_inprocess):
-    summary, run_dir, _ = run_inprocess(["trainer.steps=2", "trainer.val_every=2", "trainer.checkpoint_every=2"])
+    out = {}
+
+    def run():
+        out["run"] = run_inprocess(["trainer.steps=2", "trainer.val_every=2", "trainer.checkpoint_every=2"])
+
     # the verifier's pool is stopped when the run ends (an idle worker left behind hangs the exit
     # of a joblib/loky launcher worker)
-    assert not multiprocessing.active_children()
+    assert children_started_by(run) == []
+    summary, run_dir, trainer = out["run"]
+    assert trainer.p.reward_fn._pool is None
     for key in ("val/accuracy_initial", "val/accuracy_last", "val/accuracy_final", "entropy/mean_initial",
                 "entropy/mean_final", "time/wall_seconds"):
         assert key in summary
