@@ -29,7 +29,7 @@ import torch
 
 from rlvr_exp.analysis.defects import RepetitionRule, defect_metrics
 from rlvr_exp.batch import RolloutBatch
-from rlvr_exp.logging.meters import MeanMeter
+from rlvr_exp.logging.meters import MeanMeter, distributed, reduce_device, union_keys
 from rlvr_exp.shapers.ppl import log_ppl
 
 #: Quantile levels of the logPPL distribution, logged as ``q<percent>``.
@@ -55,10 +55,13 @@ class StepMeter(MeanMeter):
     def all_reduce(self) -> None:
         """Sum (total, count) pairs and take the maximum of maxima over the default group."""
         super().all_reduce()
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or not self.maxima:
+        if not distributed():
             return
-        keys = sorted(self.maxima)
-        t = torch.tensor([self.maxima[k] for k in keys], dtype=torch.float64)
+        self.counters = set(union_keys(self.counters))
+        keys = union_keys(self.maxima)
+        if not keys:
+            return
+        t = torch.tensor([self.maxima.get(k, -math.inf) for k in keys], dtype=torch.float64, device=reduce_device())
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         self.maxima.update(zip(keys, t.tolist()))
 
