@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import os
 import pickle
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from multiprocessing.synchronize import Barrier
+from rlvr_exp.rewards.pool import kill_pool, start_pool
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +43,6 @@ Pair = tuple[str, str]  # (response, normalised gold)
 #: Most pairs sent to a worker in one future. Small enough that a healthy chunk finishes far
 #: inside ``timeout_s`` (math-verify takes ~1-50 ms per answer), large enough to amortise IPC.
 CHUNK_SIZE = 16
-#: How long a fresh pool may take to spawn and import math-verify (seconds).
-POOL_START_TIMEOUT_S = 120.0
 
 _STAT_KEYS = ("samples", "cache_hits", "verified", "verify_timeouts", "verify_errors")
 _STAT_KEYS += ("pool_restarts", "verify_time_s")
@@ -109,27 +102,6 @@ def math_verify_correct(response: str, gold: str) -> bool:
     return bool(verify(gold_parsed, pred, timeout_seconds=None))
 
 
-def _init_worker(barrier: Barrier) -> None:
-    """Pool initializer: load math-verify once, then wait until every worker has done so, so
-    that no chunk's timeout is spent on start-up. Silences math-verify's one-off warning that
-    its own timeouts are off: this class enforces ``timeout_s``."""
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    math_verify_correct("\\boxed{1}", "1")
-    barrier.wait(timeout=POOL_START_TIMEOUT_S)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker whose parent was killed (SIGKILL leaves no time to shut the pool) exits too."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
-def _ready() -> bool:
-    return True  # a no-op task: its result means the pool has started
-
-
 def _verify_chunk(verify_fn: VerifyFn, pairs: Sequence[Pair]) -> list[tuple[bool, str | None]]:
     """Run ``verify_fn`` on each pair in a worker: (correct, error message or None) per pair."""
     out: list[tuple[bool, str | None]] = []
@@ -139,21 +111,6 @@ def _verify_chunk(verify_fn: VerifyFn, pairs: Sequence[Pair]) -> list[tuple[bool
         except Exception as exc:  # any verifier failure scores wrong; the caller counts it
             out.append((False, f"{type(exc).__name__}: {exc}"))
     return out
-
-
-def _kill_pool(pool: ProcessPoolExecutor) -> None:
-    """Shut ``pool`` down without waiting for hung tasks: terminate its worker processes."""
-    # Before Python 3.14 (terminate_workers) there is no public way to stop a running task,
-    # so we read the executor's private process table.
-    procs = list((pool._processes or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.join(timeout=2.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=10.0)
 
 
 @dataclass(frozen=True)
@@ -248,7 +205,7 @@ class MathVerifyReward:
     def close(self) -> None:
         """Stop the worker pool (a later call starts a new one)."""
         if self._pool is not None:
-            _kill_pool(self._pool)
+            kill_pool(self._pool)
             self._pool = None
 
     def __enter__(self) -> MathVerifyReward:
@@ -282,24 +239,7 @@ class MathVerifyReward:
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            ctx = multiprocessing.get_context("spawn")  # fork is unsafe beside torch/vLLM threads
-            pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=ctx,
-                initializer=_init_worker,
-                initargs=(ctx.Barrier(self.workers),),
-            )
-            try:
-                for fut in [pool.submit(_ready) for _ in range(self.workers)]:
-                    fut.result(timeout=POOL_START_TIMEOUT_S)
-            except Exception as exc:
-                _kill_pool(pool)
-                raise RuntimeError(
-                    f"the math-verify worker pool ({self.workers} spawned processes) failed to "
-                    f"start within {POOL_START_TIMEOUT_S:g} s: {exc!r}. Workers are spawned, so "
-                    f"the main script must start work under `if __name__ == '__main__':`"
-                ) from exc
-            self._pool = pool
+            self._pool = start_pool(self.workers, warmup=math_verify_correct)
         return self._pool
 
     def _restart_pool(self) -> ProcessPoolExecutor:
