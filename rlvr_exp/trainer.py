@@ -143,6 +143,7 @@ class Trainer:
             # process (joblib/loky) exits without running the interpreter hooks that would,
             # and would then wait forever on the idle pool worker.
             self.p.reward_fn.close()
+            self.p.rollout.close()
 
     def _log(self, step: int, metrics: dict) -> None:
         self.history.append({"step": step, **metrics})

@@ -33,3 +33,7 @@ class Rollout(Protocol):
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the engine sample from ``model``'s current weights."""
         ...
+
+    def close(self) -> None:
+        """Release the engine (the run has ended)."""
+        ...

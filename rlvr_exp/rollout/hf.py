@@ -27,6 +27,9 @@ class HFRollout:
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model  # generates with the live policy: nothing to copy
 
+    def close(self) -> None:
+        self.model = None
+
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[int]]:
         if self.model is None:

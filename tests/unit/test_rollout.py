@@ -1,0 +1,44 @@
+"""HFRollout: prompt-major samples, EOS kept and nothing after it, greedy is deterministic."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlvr_exp.rollout.base import Rollout, SamplingParams
+from rlvr_exp.rollout.hf import HFRollout
+
+
+def prompts(tok):
+    return [tok("1+2=")["input_ids"], tok("3+40=")["input_ids"]]
+
+
+def test_prompt_major_lengths_and_eos(tiny_model, char_tokenizer):
+    eos = char_tokenizer.eos_token_id
+    rollout = HFRollout(max_batch_sequences=3)  # 2 prompts x 4 samples in chunks of 3
+    rollout.bind(tiny_model, char_tokenizer.pad_token_id, eos)
+    assert isinstance(rollout, Rollout)
+    torch.manual_seed(0)
+    out = rollout.generate(prompts(char_tokenizer), SamplingParams(n=4, temperature=1.0, top_p=1.0, max_new_tokens=6))
+    assert len(out) == 8
+    for ids in out:
+        assert 1 <= len(ids) <= 6
+        assert eos not in ids[:-1]  # nothing is kept after EOS
+        assert len(ids) == 6 or ids[-1] == eos  # a short response stopped on EOS and keeps it
+
+
+def test_greedy_samples_of_a_prompt_are_identical(tiny_model, char_tokenizer):
+    rollout = HFRollout()
+    rollout.bind(tiny_model, char_tokenizer.pad_token_id, char_tokenizer.eos_token_id)
+    out = rollout.generate(prompts(char_tokenizer), SamplingParams(n=3, temperature=0.0, top_p=1.0, max_new_tokens=5))
+    assert out[0] == out[1] == out[2] and out[3] == out[4] == out[5]
+    # prompt-major: the second prompt's samples are its own greedy continuation, run alone
+    alone = rollout.generate(prompts(char_tokenizer)[1:], SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=5))
+    assert out[3] == alone[0]
+
+
+def test_generate_after_close_says_bind_first(tiny_model, char_tokenizer):
+    rollout = HFRollout()
+    rollout.bind(tiny_model, char_tokenizer.pad_token_id, char_tokenizer.eos_token_id)
+    rollout.close()
+    with pytest.raises(RuntimeError, match="before bind"):
+        rollout.generate(prompts(char_tokenizer), SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=2))
