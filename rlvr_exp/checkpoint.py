@@ -2,22 +2,35 @@
 data stream position, the stage detector, the metric history and the W&B run id."""
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
+
 STATE_FILE = "trainer_state.pt"
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """CPU and Python generators, and every CUDA device's (GPU sampling draws from those)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": cuda}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            log.warning("the checkpoint holds RNG states of %d CUDA devices, this process sees %d: the "
+                        "run continues, but its GPU sampling will not repeat the original run's "
+                        "(resume with the same CUDA_VISIBLE_DEVICES for that)", len(cuda), torch.cuda.device_count())
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, tokenizer: object, state: dict, keep: int) -> Path:

@@ -40,7 +40,9 @@ class Evaluator:
 
     def __call__(self, step: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        with torch.random.fork_rng(devices=[]):
+        # fork the CUDA generator too: generate samples with it on GPU, and manual_seed reseeds it
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed * 7919 + step)
             for name, problems in self.benchmarks.items():
                 prefix = "val/" if name == "val" else f"val/{name}/"

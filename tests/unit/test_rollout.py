@@ -42,3 +42,4 @@ def test_generate_after_close_says_bind_first(tiny_model, char_tokenizer):
     rollout.close()
     with pytest.raises(RuntimeError, match="before bind"):
         rollout.generate(prompts(char_tokenizer), SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=2))
+
