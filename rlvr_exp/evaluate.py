@@ -16,7 +16,9 @@ from rlvr_exp.tasks.prompts import PromptEncoder
 
 class Evaluator:
     """``benchmarks`` maps a name to its problems; the name ``val`` logs as ``val/<metric>``,
-    any other as ``val/<name>/<metric>``. ``val/accuracy`` is avg@k of the ``val`` set."""
+    any other as ``val/<name>/<metric>``. ``val/accuracy`` (what the summary and the stage
+    detector read) is avg@k of the ``val`` set, or with several named sets the unweighted mean of
+    their avg@k, as the paper averages its benchmarks."""
 
     def __init__(
         self, benchmarks: dict[str, list[Problem]], rollout: Rollout, reward_fn: Reward,
@@ -49,4 +51,6 @@ class Evaluator:
                 result = self._one(problems)
                 metrics.update({prefix + k: v for k, v in result.items()})
                 metrics[prefix + "accuracy"] = result[f"avg@{self.sampling.n}"]
+        if "val" not in self.benchmarks:
+            metrics["val/accuracy"] = sum(metrics[f"val/{name}/accuracy"] for name in self.benchmarks) / len(self.benchmarks)
         return metrics

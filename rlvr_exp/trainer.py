@@ -75,9 +75,9 @@ class Trainer:
         self.collector = Collector(
             self.stream, p.rollout, p.reward_fn, p.encoder, p.tokenizer, sampling, cfg.prompts_per_step,
             cfg.dynamic_sampling, cfg.max_sampling_rounds, cfg.overlong_buffer_tokens, cfg.overlong_penalty)
-        val = p.task.val_problems()[: cfg.val_max_problems]
+        val = {name: problems[: cfg.val_max_problems] for name, problems in p.task.val_sets().items()}
         val_sampling = SamplingParams(cfg.val_samples_per_problem, cfg.val_temperature, cfg.val_top_p, cfg.max_response_tokens)
-        self.evaluator = Evaluator({"val": val}, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed)
+        self.evaluator = Evaluator(val, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed)
         if cfg.resume_from:
             self._resume(find_checkpoint(cfg.resume_from))
 

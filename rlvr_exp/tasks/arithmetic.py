@@ -68,3 +68,6 @@ class ArithmeticTask:
 
     def val_problems(self) -> list[Problem]:
         return self._split()[1]
+
+    def val_sets(self) -> dict[str, list[Problem]]:
+        return {"val": self.val_problems()}

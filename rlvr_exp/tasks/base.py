@@ -18,8 +18,12 @@ class Problem:
 
 @runtime_checkable
 class Task(Protocol):
-    """Serves problems. ``train_problems`` and ``val_problems`` never overlap."""
+    """Serves problems. ``train_problems`` and ``val_problems`` never overlap. ``val_sets`` names
+    the validation sets (one ``{"val": val_problems()}`` for a single set; the paper validates on
+    several benchmarks at once)."""
 
     def train_problems(self) -> list[Problem]: ...
 
     def val_problems(self) -> list[Problem]: ...
+
+    def val_sets(self) -> dict[str, list[Problem]]: ...

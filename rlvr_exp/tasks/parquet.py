@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -134,23 +136,54 @@ def _describe(value: object) -> str:
 
 
 class VerlParquetTask:
-    """A train/validation task from two verl-schema parquet files (for example a local copy of
+    """A train/validation task from verl-schema parquet files (for example a local copy of
     ``RUC-AIBOX/STILL-3-RL-90K`` for training and MATH-500 for validation). Files are read on
     first use, never in the constructor. The problems already carry their boxed-answer
-    instruction, so ``model.chat_template=true`` sends their chat list as shipped."""
+    instruction, so ``model.chat_template=true`` sends their chat list as shipped.
 
-    def __init__(self, train_path: str, val_path: str, train_limit: int | None = None, val_limit: int | None = None) -> None:
+    ``val_path`` is one file (the set ``val``), a list of files (each named by its file stem:
+    ``aime24_x8``) or a mapping name -> file; ``val_limit`` applies to each set."""
+
+    def __init__(
+        self, train_path: str, val_path: str | list[str] | dict[str, str],
+        train_limit: int | None = None, val_limit: int | None = None,
+    ) -> None:
         self.train = ParquetTask(train_path, train_limit)
-        self.val = ParquetTask(val_path, val_limit)
+        self.val = {name: ParquetTask(path, val_limit) for name, path in _name_val_paths(val_path).items()}
         self._train: list[Problem] | None = None
-        self._val: list[Problem] | None = None
+        self._val: dict[str, list[Problem]] | None = None
 
     def train_problems(self) -> list[Problem]:
         if self._train is None:
             self._train = self.train.load()
         return self._train
 
-    def val_problems(self) -> list[Problem]:
+    def val_sets(self) -> dict[str, list[Problem]]:
         if self._val is None:
-            self._val = self.val.load()
+            self._val = {name: task.load() for name, task in self.val.items()}
         return self._val
+
+    def val_problems(self) -> list[Problem]:
+        return [p for problems in self.val_sets().values() for p in problems]
+
+
+def _name_val_paths(val_path: object) -> dict[str, str]:
+    """``val_path`` as {set name: file}; a name is what metrics log under (``val/<name>/...``)."""
+    if isinstance(val_path, str):
+        return {"val": val_path}
+    if isinstance(val_path, Mapping):
+        named = {str(k): v for k, v in val_path.items()}
+    elif isinstance(val_path, (list, tuple)):
+        stems = [Path(str(v)).stem for v in val_path]
+        if len(set(stems)) != len(stems):
+            raise ValueError(f"task.val_path files must have distinct names, got {stems}; give them names: "
+                             "task.val_path='{aime24: a/test.parquet, math500: b/test.parquet}'")
+        named = dict(zip(stems, val_path))
+    else:
+        raise ValueError(f"task.val_path must be a file, a list of files or a mapping name -> file, got {val_path!r}")
+    if not named:
+        raise ValueError("task.val_path is empty; give at least one validation file")
+    bad = [name for name, path in named.items() if not isinstance(path, str) or not re.fullmatch(r"[\w.-]+", name)]
+    if bad:
+        raise ValueError(f"task.val_path: sets {bad} need a file path each and a name of letters, digits, '_', '.', '-'")
+    return named

@@ -113,3 +113,28 @@ def test_verl_task_serves_train_and_val_from_the_real_files():
     task = VerlParquetTask(str(folder / "amc23.parquet"), str(folder / "math500.parquet"), val_limit=10)
     assert len(task.train_problems()) == 83 and len(task.val_problems()) == 10
     assert task.train_problems() is task.train_problems()  # read once
+
+
+def test_verl_task_validates_on_several_named_benchmarks():
+    from rlvr_exp.tasks.parquet import VerlParquetTask
+
+    train, a24, amc = bench("amc23"), bench("aime24_x8"), bench("amc23")
+    listed = VerlParquetTask(train, [a24, bench("math500")], val_limit=7)
+    sets = listed.val_sets()
+    assert list(sets) == ["aime24_x8", "math500"] and [len(v) for v in sets.values()] == [7, 7]
+    assert len(listed.val_problems()) == 14
+    named = VerlParquetTask(train, {"aime24": a24, "amc": amc})
+    assert {k: len(v) for k, v in named.val_sets().items()} == {"aime24": 240, "amc": 83}
+    assert list(VerlParquetTask(train, a24).val_sets()) == ["val"]  # one file: the set "val"
+
+
+@pytest.mark.parametrize(
+    ("val_path", "message"),
+    [([], "is empty"), (["a/test.parquet", "b/test.parquet"], "distinct names"),
+     ({"a b": "x.parquet"}, "letters, digits"), ({"a": 3}, "file path"), (3, "a file, a list")],
+)
+def test_bad_val_path_is_refused_by_name(val_path, message):
+    from rlvr_exp.tasks.parquet import VerlParquetTask
+
+    with pytest.raises(ValueError, match=f"task.val_path.*{message}"):
+        VerlParquetTask("train.parquet", val_path)
