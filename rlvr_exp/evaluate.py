@@ -35,8 +35,10 @@ class Evaluator:
         n = self.sampling.n
         corr = correct.view(-1, n).tolist()
         answers = [[extract_boxed(texts[i * n + j]) for j in range(n)] for i in range(len(problems))]
-        ks = sorted({k for k in (1, 2, 4, 8, 16, 32, n) if k <= n})
-        out = summarize(corr, answers, ks)
+        corr, answers = merge_repeats(problems, corr, answers)
+        k_max = len(corr[0])
+        out = summarize(corr, answers, sorted({k for k in (1, 2, 4, 8, 16, 32, k_max) if k <= k_max}))
+        out["accuracy"] = out[f"avg@{k_max}"]
         out["response_len_mean"] = sum(map(len, responses)) / len(responses)
         return out
 
@@ -48,9 +50,23 @@ class Evaluator:
             torch.manual_seed(self.seed * 7919 + step)
             for name, problems in self.benchmarks.items():
                 prefix = "val/" if name == "val" else f"val/{name}/"
-                result = self._one(problems)
-                metrics.update({prefix + k: v for k, v in result.items()})
-                metrics[prefix + "accuracy"] = result[f"avg@{self.sampling.n}"]
+                metrics.update({prefix + k: v for k, v in self._one(problems).items()})
         if "val" not in self.benchmarks:
             metrics["val/accuracy"] = sum(metrics[f"val/{name}/accuracy"] for name in self.benchmarks) / len(self.benchmarks)
         return metrics
+
+
+def merge_repeats(
+    problems: list[Problem], correct: list[list[bool]], answers: list[list[str | None]]
+) -> tuple[list[list[bool]], list[list[str | None]]]:
+    """Pool the samples of rows that hold the same problem (the authors' AIME files repeat each
+    problem 8 times for avg@8), so that pass@k and maj@k count a problem once, over all its
+    samples. Only when every problem repeats equally often; otherwise rows stay as they are."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(problems):
+        groups.setdefault((p.question, repr(p.messages), p.answer), []).append(i)
+    if len(groups) == len(problems) or len({len(rows) for rows in groups.values()}) != 1:
+        return correct, answers
+    merged = list(groups.values())
+    return ([[c for i in rows for c in correct[i]] for rows in merged],
+            [[a for i in rows for a in answers[i]] for rows in merged])

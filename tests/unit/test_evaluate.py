@@ -43,3 +43,24 @@ def test_one_set_named_val_logs_flat(evaluate):
     m = evaluate({"val": [Problem("1+1=", "2"), Problem("2+2=", "4")]})
     assert m["val/accuracy"] == 0.5 and m["val/avg@2"] == 0.5
     assert not any(k.startswith("val/val/") for k in m)
+
+
+def test_repeated_rows_pool_into_one_problem(evaluate):
+    # "1+1=" twice (like the authors' AIME x8 files) and "2+2=" twice: 2 problems x (2 rows x 2 samples)
+    rows = [Problem("1+1=", "2"), Problem("2+2=", "4"), Problem("1+1=", "2"), Problem("2+2=", "4")]
+    m = evaluate({"val": rows})
+    assert m["val/avg@4"] == 0.5 and m["val/accuracy"] == 0.5
+    assert m["val/pass@4"] == 0.5  # problem 1: 4 of 4 right -> 1; problem 2: 0 of 4 -> 0
+    assert m["val/maj@4"] == 0.5
+    assert "val/avg@2" not in m
+
+
+def test_unequal_repeats_keep_rows():
+    from rlvr_exp.evaluate import merge_repeats
+
+    rows = [Problem("1+1=", "2"), Problem("1+1=", "2"), Problem("2+2=", "4")]
+    corr = [[True], [False], [True]]
+    assert merge_repeats(rows, corr, [["2"], ["3"], ["4"]]) == (corr, [["2"], ["3"], ["4"]])
+    same = [Problem("1+1=", "2"), Problem("2+2=", "4"), Problem("1+1=", "2"), Problem("2+2=", "4")]
+    got = merge_repeats(same, [[True], [False], [False], [False]], [["2"], ["5"], ["3"], ["6"]])
+    assert got == ([[True, False], [False, False]], [["2", "3"], ["5", "6"]])
