@@ -102,6 +102,13 @@ def math_verify_correct(response: str, gold: str) -> bool:
     return bool(verify(gold_parsed, pred, timeout_seconds=None))
 
 
+def _warm_up(response: str, gold: str) -> bool:
+    """Pool start-up: load math-verify once, silencing its one-off warning that its own timeouts
+    are off (this class enforces ``timeout_s``)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    return math_verify_correct(response, gold)
+
+
 def _verify_chunk(verify_fn: VerifyFn, pairs: Sequence[Pair]) -> list[tuple[bool, str | None]]:
     """Run ``verify_fn`` on each pair in a worker: (correct, error message or None) per pair."""
     out: list[tuple[bool, str | None]] = []
@@ -239,7 +246,7 @@ class MathVerifyReward:
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = start_pool(self.workers, warmup=math_verify_correct)
+            self._pool = start_pool(self.workers, warmup=_warm_up)
         return self._pool
 
     def _restart_pool(self) -> ProcessPoolExecutor:

@@ -6,7 +6,6 @@ start-up. A worker whose parent dies exits too (SIGKILL leaves the parent no tim
 """
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import threading
@@ -23,8 +22,6 @@ POOL_START_TIMEOUT_S = 120.0
 
 
 def _init_worker(barrier: Barrier, warmup: Callable[[str, str], object]) -> None:
-    # Silences math-verify's one-off warning that its own timeouts are off: the caller enforces its own.
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     warmup("\\boxed{1}", "1")
     barrier.wait(timeout=POOL_START_TIMEOUT_S)
