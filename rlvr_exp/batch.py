@@ -51,12 +51,12 @@ class RolloutBatch:
         length = self.response_len.clamp(min=1).unsqueeze(-1).float()
         return self.positions.float() / length * self.response_mask
 
-    def to(self, device: torch.device | str) -> "RolloutBatch":
+    def to(self, device: torch.device | str) -> RolloutBatch:
         """The batch with every tensor on ``device``."""
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return RolloutBatch(**moved)
 
-    def select(self, index: torch.Tensor) -> "RolloutBatch":
+    def select(self, index: torch.Tensor) -> RolloutBatch:
         """Rows ``index`` ([N] long) of every per-response field."""
         out = {}
         for name, value in self.__dict__.items():

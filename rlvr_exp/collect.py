@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -13,7 +14,6 @@ from rlvr_exp.rewards.base import Reward
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.tasks.base import Problem
 from rlvr_exp.tasks.prompts import PromptEncoder
-
 
 
 class ProblemStream:

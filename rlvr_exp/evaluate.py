@@ -1,13 +1,13 @@
 """Validation: k samples per held-out problem at the validation temperature; avg@k, maj@k and
-the unbiased pass@k (SPEC section 7). Sampling runs under a forked RNG seeded by the step, so
+the unbiased pass@k (docs/method.md section 7). Sampling runs under a forked RNG seeded by the step, so
 evaluating never shifts the training run's random stream."""
 from __future__ import annotations
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rlvr_exp.rewards.base import Reward
 from rlvr_exp.eval.metrics import summarize
+from rlvr_exp.rewards.base import Reward
 from rlvr_exp.rewards.math_verify import extract_boxed
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.tasks.base import Problem

@@ -20,12 +20,12 @@ from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, set_rng_state
 from rlvr_exp.collect import Collector, ProblemStream
-from rlvr_exp.rewards.base import Reward
 from rlvr_exp.config import TrainerConfig
 from rlvr_exp.evaluate import Evaluator
 from rlvr_exp.logging.run_logger import RunLogger
 from rlvr_exp.logging.summary import run_summary
 from rlvr_exp.logging.token_dump import dump_tokens
+from rlvr_exp.rewards.base import Reward
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.shapers.base import ShaperContext
 from rlvr_exp.shapers.stack import ShaperStack

@@ -1,5 +1,5 @@
 """One step's policy update: mini-batches of whole prompt groups, gradient accumulation over
-micro-batches, one optimizer step per mini-batch (one PPO epoch, SPEC section 2)."""
+micro-batches, one optimizer step per mini-batch (one PPO epoch, docs/method.md section 2)."""
 from __future__ import annotations
 
 import torch

@@ -27,7 +27,8 @@ def tiny_model(char_tokenizer):
     from rlvr_exp.models.tiny import TinyQwen2
 
     torch.manual_seed(0)
-    return TinyQwen2(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)._fresh(char_tokenizer).eval()
+    model = TinyQwen2(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    return model._fresh(char_tokenizer).eval()
 
 
 # A small, fast configuration of the real pipeline: an easy task (sums of 0..4), a warm-start

@@ -7,7 +7,7 @@ import torch
 def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, scale: bool = True, eps: float = 1.0e-6) -> torch.Tensor:
     """A_i = (r_i - mean_g(r)) / (std_g(r) + eps), per response; [B] -> [B].
 
-    std is the unbiased (n-1) std of the group (SPEC section 2). With ``scale=False`` it is the
+    std is the unbiased (n-1) std of the group (docs/method.md section 2). With ``scale=False`` it is the
     Dr. GRPO advantage r_i - mean_g(r) (arXiv 2503.20783). An all-equal group gets 0; a singleton
     group gets 0 (nothing to compare against). Group ids need not be contiguous.
     """

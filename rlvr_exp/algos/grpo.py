@@ -8,7 +8,7 @@ from rlvr_exp.algos.losses import LOSS_AGG_MODES, Normaliser, aggregate, k3_kl, 
 
 
 class PolicyGradient:
-    """GRPO-family objective. The defaults are the paper's DAPO-style baseline (SPEC section 2):
+    """GRPO-family objective. The defaults are the paper's DAPO-style baseline (docs/method.md section 2):
     std-scaled group advantages, clip [0.2, 0.28], token-mean loss, no KL.
 
     ``kl_coef > 0`` adds beta * k3 KL(pi || pi_ref) to a frozen copy of the initial policy per

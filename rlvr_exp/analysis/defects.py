@@ -1,5 +1,5 @@
 """Defective responses: no boxed answer, degenerate repetition, truncation (arXiv 2508.02260,
-instance-level analysis: defective output disappears during the rising stage; SPEC section 7).
+instance-level analysis: defective output disappears during the rising stage; docs/method.md section 7).
 
 Definitions, per response text y (the decoded response, special tokens skipped):
 - no boxed answer: :func:`rlvr_exp.rewards.math_verify.extract_boxed` finds no complete

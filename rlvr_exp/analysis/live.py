@@ -1,4 +1,4 @@
-"""Per-step metrics of a scored batch (SPEC section 7, arXiv 2508.02260 sections on the
+"""Per-step metrics of a scored batch (docs/method.md section 7, arXiv 2508.02260 sections on the
 instance- and token-level analysis), as (sum, count) pairs that reduce exactly across ranks.
 
 Conventions:
@@ -13,7 +13,7 @@ Conventions:
   H >= tau (ties at tau count, the rule of the ``high_entropy`` shaper, so it is the share that
   shaper would keep; ties make it differ from rho) and ``entropy/top_rel_position`` their mean r.
   tau is per rank (each rank's batch); the share and mean position then reduce exactly.
-- logPPL_i = -(1/L_i) sum_t log pi_old(y_t) (SPEC section 3). ``ppl/logppl_{pos,neg}_q{10,50,90}``
+- logPPL_i = -(1/L_i) sum_t log pi_old(y_t) (docs/method.md section 3). ``ppl/logppl_{pos,neg}_q{10,50,90}``
   are linear-interpolation quantiles over one rank's responses: they do not reduce exactly, and
   after ``all_reduce`` they are the mean over ranks of the per-rank quantiles.
 - A mean with no data anywhere (say ``entropy/pos`` in a batch without correct samples) reports

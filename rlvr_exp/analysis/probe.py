@@ -1,7 +1,7 @@
 """A fixed probe set: the same positive and negative responses re-scored as training goes on.
 
 Math (arXiv 2508.02260, instance-level analysis: entropy falls mostly in negative samples during
-the rising stage; SPEC section 7 "entropy change ... in positive vs negative samples"): for a
+the rising stage; docs/method.md section 7 "entropy change ... in positive vs negative samples"): for a
 side S (pos = correct, neg = wrong) of captured responses with token set M_S, at step k
 
     probe/entropy_S        = (1/|M_S|) sum_{(i,t) in M_S} H_k(i, t)
@@ -43,7 +43,7 @@ class ProbeSide:
     entropy0: torch.Tensor | None  # [N, T] float, 0 on padding; None without entropy scoring
 
     @classmethod
-    def from_batch(cls, batch: RolloutBatch) -> "ProbeSide":
+    def from_batch(cls, batch: RolloutBatch) -> ProbeSide:
         """Copies (on the CPU) of ``batch``'s ids and scores, without all-padding columns."""
         keep_p = batch.prompt_mask.any(0)
         t = max(1, int(batch.response_len.max()))

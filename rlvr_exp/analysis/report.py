@@ -14,15 +14,15 @@ buckets of [0, 1); the low/high-logPPL split is at the median of the stage's sam
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from rlvr_exp.analysis import plots
-from rlvr_exp.analysis.runs import (Run, load_run, read_tokens, series, strategy_labels, token_decoder,
-                                    wandb_run_id)
+from rlvr_exp.analysis.runs import Run, load_run, read_tokens, series, strategy_labels, token_decoder, wandb_run_id
 from rlvr_exp.stages.detector import detect_offline_file
 
 EDGE_STEPS = 5

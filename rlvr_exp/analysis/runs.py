@@ -2,23 +2,24 @@
 
 A run folder holds ``metrics.jsonl`` (one JSON object per step), ``summary.json``,
 ``config_resolved.yaml``, ``choices.json``, ``.hydra/``, ``tokens/step_<6 digits>.parquet`` (the
-per-token record of SPEC section 8), ``checkpoints/step_*/policy/`` and ``wandb/``. A sweep
+per-token record of docs/method.md section 8), ``checkpoints/step_*/policy/`` and ``wandb/``. A sweep
 (multirun) folder holds numbered job folders ``0/ 1/ ...``, each a run folder, and
 ``multirun.yaml``.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
-# The per-token record's columns (SPEC section 8); extra columns in a file are ignored.
+# The per-token record's columns (docs/method.md section 8); extra columns in a file are ignored.
 TOKEN_COLUMNS = ("step", "sample", "group", "position", "rel_position", "token_id", "logp_old", "entropy",
                  "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl")
 RUN_CONTENTS = ("metrics.jsonl (one JSON object per step), summary.json, config_resolved.yaml, choices.json, "

@@ -1,5 +1,5 @@
 """The per-step analysis a run carries along: live metrics of the scored batch, the probe set,
-and W&B media (SPEC section 7; arXiv 2508.02260, instance- and token-level analysis). The
+and W&B media (docs/method.md section 7; arXiv 2508.02260, instance- and token-level analysis). The
 trainer calls these hooks and knows nothing else about them."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Validation metrics over k sampled responses per problem: avg@k, maj@k and unbiased pass@k.
 
-SPEC section 7. ``correct[p][i]`` says whether sample i of problem p was judged correct;
+docs/method.md section 7. ``correct[p][i]`` says whether sample i of problem p was judged correct;
 ``answers[p][i]`` is its extracted final answer (for example :func:`extract_boxed`), None when it
 has none. Metric keys are un-namespaced (``avg@8``); the caller prefixes ``val/<benchmark>/``.
 """

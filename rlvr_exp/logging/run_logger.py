@@ -32,7 +32,9 @@ class RunLogger:
         self._bar: tqdm | None = None
         self._last_bar: dict[str, float] = {}
 
-    def start(self, run_dir: Path, config: dict, total_steps: int, initial_step: int = 0, run_id: str | None = None) -> str | None:
+    def start(
+        self, run_dir: Path, config: dict, total_steps: int, initial_step: int = 0, run_id: str | None = None
+    ) -> str | None:
         """Opens the W&B run (resuming ``run_id`` when given) and the progress bar."""
         self.run_dir = Path(run_dir)
         if self.mode != "disabled":

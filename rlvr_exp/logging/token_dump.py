@@ -1,4 +1,4 @@
-"""The per-token record (SPEC section 8, a contract): one parquet file per dumped step, one row
+"""The per-token record (docs/method.md section 8, a contract): one parquet file per dumped step, one row
 per response token (padding excluded), at ``<run dir>/tokens/step_<step:06d>.parquet``."""
 from __future__ import annotations
 

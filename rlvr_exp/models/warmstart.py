@@ -28,7 +28,9 @@ def _sft_batch(tokenizer: PreTrainedTokenizerBase, problems: list[Problem]) -> t
 
 
 @torch.no_grad()
-def sampled_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], max_new_tokens: int) -> float:
+def sampled_accuracy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], max_new_tokens: int
+) -> float:
     """Share of problems whose one sample at temperature 1 has the right boxed answer."""
     tokenizer.padding_side = "left"
     enc = tokenizer([p.question for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)

@@ -1,6 +1,6 @@
 """The rule-based math reward: +1 when math-verify judges the response equal to the gold, else -1.
 
-SPEC section 2 (arXiv 2508.02260, released verl fork, ``reward_score/math_verify.py``): the gold
+docs/method.md section 2 (arXiv 2508.02260, released verl fork, ``reward_score/math_verify.py``): the gold
 is wrapped as ``\\boxed{gold}`` and parsed with ``LatexExtractionConfig``; the whole response is
 parsed with ``(ExprExtractionConfig, LatexExtractionConfig)`` and the two are compared by
 ``math_verify.verify``. So, as in the run that produced the paper, a response without

@@ -49,7 +49,7 @@ class ShaperContext:
     rewards: torch.Tensor | None = None
     correct: torch.Tensor | None = None
 
-    def replace(self, **changes: object) -> "ShaperContext":
+    def replace(self, **changes: object) -> ShaperContext:
         return replace(self, **changes)
 
 

@@ -1,9 +1,9 @@
 """Drop confidently predicted tokens from the loss (the token-level analysis switch).
 
-Math (arXiv 2508.02260, token-level analysis "mask confident tokens"; SPEC section 5):
+Math (arXiv 2508.02260, token-level analysis "mask confident tokens"; docs/method.md section 5):
 keep_{i,t} = m_{i,t} and not (pi_old(y_t) > threshold), pi_old = exp(logp_old); A' = A.
 
-Conventions: SPEC speaks of the current policy's probability. We read ``logp_old``, the sampling
+Conventions: docs/method.md speaks of the current policy's probability. We read ``logp_old``, the sampling
 policy's log-prob recomputed before the update: with one PPO epoch (the paper's setting) that
 *is* the current policy at the start of the update; with several epochs or mini-batches the mask
 stays fixed at its start-of-step value. The comparison is strict, so threshold = 1 keeps every

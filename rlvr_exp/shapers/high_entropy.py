@@ -1,7 +1,7 @@
 """Keep in the loss only the batch's highest-entropy ("forking") tokens.
 
 Math (arXiv 2506.01939, section "RLVR with high-entropy minority tokens" (the 80/20 rule); used
-as a token-level analysis switch in arXiv 2508.02260, SPEC section 5):
+as a token-level analysis switch in arXiv 2508.02260, docs/method.md section 5):
 
     tau = Quantile_{1 - rho}({H_{i,t} : m_{i,t}})     over all response tokens of the batch
     keep_{i,t} = m_{i,t} and H_{i,t} >= tau;  A' = A

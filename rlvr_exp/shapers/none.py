@@ -1,6 +1,6 @@
 """The identity shaper: advantages pass through unchanged (the GRPO baseline).
 
-Math: A'_{i,t} = A_{i,t} (no paper; the baseline of arXiv 2508.02260, SPEC section 2).
+Math: A'_{i,t} = A_{i,t} (no paper; the baseline of arXiv 2508.02260, docs/method.md section 2).
 
 Conventions: the loss mask is left as it is (None); padding is forced to exactly 0, which is the
 identity on any valid batch since padding already carries 0. No metrics.

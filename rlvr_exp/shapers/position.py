@@ -1,6 +1,6 @@
 """Position-based advantage bonus: push the advantage of late tokens further from zero.
 
-Math (arXiv 2508.02260, method "position-based advantage bonus"; SPEC section 4). For token
+Math (arXiv 2508.02260, method "position-based advantage bonus"; docs/method.md section 4). For token
 t = 1..L_i of response i, r = (t - 1) / L_i (``ctx.rel_position``):
 
     b = alpha * sigmoid(k * (r - 0.5))          (front=True: sigmoid(-k * (r - 0.5)))

@@ -1,6 +1,6 @@
 """The front-weighted control of the position bonus: early tokens get the larger bonus.
 
-Math (arXiv 2508.02260, method "position-based advantage bonus", front control; SPEC section 4):
+Math (arXiv 2508.02260, method "position-based advantage bonus", front control; docs/method.md section 4):
 b = min(alpha * sigmoid(-k * (r - 0.5)), cap * |A|), A' = A + sign(A) * b.
 
 Conventions: exactly those of :class:`~rlvr_exp.shapers.position.PositionShaper` with

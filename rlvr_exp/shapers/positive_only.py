@@ -1,6 +1,6 @@
 """Loss only on the tokens of positive samples (the instance-level analysis switch).
 
-Math (arXiv 2508.02260, instance-level analysis "positive samples only"; SPEC section 5):
+Math (arXiv 2508.02260, instance-level analysis "positive samples only"; docs/method.md section 5):
 keep_{i,t} = m_{i,t} and A_{i,t} > 0; A' = A.
 
 Conventions: the sign is read per token (under GRPO all tokens of a response share it). Samples

@@ -1,6 +1,6 @@
 """PPL-based advantage weighting: scale each response's advantages by a weight from its perplexity.
 
-Math (arXiv 2508.02260, method "PPL-based advantage weighting"; SPEC section 3). For response i with
+Math (arXiv 2508.02260, method "PPL-based advantage weighting"; docs/method.md section 3). For response i with
 response mask m and old-policy token log-probs l:
 
     logPPL_i = -(sum_t m_t l_t) / (sum_t m_t)
@@ -35,7 +35,7 @@ from rlvr_exp.shapers.base import (
     zero_padding,
 )
 
-#: sigma at or below this counts as zero spread (SPEC section 3).
+#: sigma at or below this counts as zero spread (docs/method.md section 3).
 SIGMA_FLOOR = 1e-6
 #: Tukey fence factor of the outlier filter.
 IQR_FENCE = 1.5

@@ -1,6 +1,6 @@
 """The high-PPL control of PPL weighting: high-perplexity responses get the larger weight.
 
-Math (arXiv 2508.02260, method "PPL-based advantage weighting", high-PPL control; SPEC section 3):
+Math (arXiv 2508.02260, method "PPL-based advantage weighting", high-PPL control; docs/method.md section 3):
 the same logPPL, group IQR filter, mu, sigma and z as :class:`~rlvr_exp.shapers.ppl.PPLShaper`,
 with w_i = clamp(1 + alpha * z_i, w_min, w_max) and A'_{i,t} = A_{i,t} * w_i.
 

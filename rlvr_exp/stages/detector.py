@@ -2,7 +2,7 @@
 
 The paper draws the boundary by eye on the entropy curve (near step 200 of 600; arXiv
 2508.02260, "Decomposing the Entropy-Performance Exchange", stage analysis). No numeric rule
-is published; this is ours (SPEC section 6). Per observation x_t of ``signal``:
+is published; this is ours (docs/method.md section 6). Per observation x_t of ``signal``:
 
 1. Smooth:  s_t = smoothing * s_{t-1} + (1 - smoothing) * x_t   (s_1 = x_1).
 2. Slope:   g_t = least-squares slope of the last ``window`` values of s (units per step).
@@ -24,7 +24,7 @@ is published; this is ours (SPEC section 6). Per observation x_t of ``signal``:
    The last rule keeps a flat or a rising noisy line from ever firing: its smoothed value
    never drops several noise levels below its own running peak. The confidence terms keep a
    steadily falling noisy line from firing on a chance dip of its windowed slope. With
-   confidence = 0 and the bias correction dropped this is the bare rule of SPEC section 6.
+   confidence = 0 and the bias correction dropped this is the bare rule of docs/method.md section 6.
 
 ``plateau_step`` is the step at which the rule completes (the first step a plateau-gated
 shaper is on). On a sharp elbow it lags the elbow by about smoothing / (1 - smoothing)

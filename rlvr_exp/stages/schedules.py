@@ -1,6 +1,6 @@
 """Stage schedules: when a stage-gated shaper (e.g. the position bonus) is on.
 
-The position bonus of arXiv 2508.02260 ("GRPO + POSITION", SPEC section 4) acts only in the
+The position bonus of arXiv 2508.02260 ("GRPO + POSITION", docs/method.md section 4) acts only in the
 plateau stage. The released code hard-codes 200 < step < 300 for it, while the results figure
 is consistent with "from the plateau onward"; so the gate is its own component:
 :class:`WindowSchedule` reproduces a fixed window, :class:`PlateauSchedule` follows the online
@@ -49,7 +49,7 @@ class WindowSchedule:
 class PlateauSchedule:
     """Active once the detector has declared the plateau (``state.name == PLATEAU``).
 
-    SPEC section 10's default for the position bonus: from the detected plateau to the end of
+    docs/method.md section 10's default for the position bonus: from the detected plateau to the end of
     the run. The released code instead hard-codes 200 < step < 300 (see :class:`WindowSchedule`).
     """
 

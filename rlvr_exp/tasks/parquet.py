@@ -1,6 +1,6 @@
 """Problems from a parquet file in the verl schema (the benchmarks shipped with arXiv 2508.02260).
 
-Columns (SPEC section 9): ``data_source`` (str), ``prompt`` (chat list of {role, content}),
+Columns (docs/method.md section 9): ``data_source`` (str), ``prompt`` (chat list of {role, content}),
 ``ability``, ``reward_model`` ({style, ground_truth}: a str, or a float such as 142.0 in AMC
 2023), ``extra_info``. ``Problem.question`` is the content of the last user message as shipped
 (it already ends with the boxed-answer instruction), ``Problem.messages`` the chat list, and

@@ -10,7 +10,7 @@ class PromptEncoder:
     """Encodes a problem once and caches it. With ``chat_template`` the problem's messages (or
     one user message holding its question) go through the tokenizer's chat template with the
     generation prompt; otherwise the question text is tokenised as is. Prompts longer than
-    ``max_prompt_tokens`` are left-truncated (SPEC section 2)."""
+    ``max_prompt_tokens`` are left-truncated (docs/method.md section 2)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, chat_template: bool, max_prompt_tokens: int) -> None:
         if chat_template and not getattr(tokenizer, "chat_template", None):

@@ -1,4 +1,4 @@
-"""Shapers end to end: the dumped per-token record obeys each formula (SPEC 3, 4, 8), the
+"""Shapers end to end: the dumped per-token record obeys each formula (docs/method.md section 3, 4, 8), the
 schedules switch shapers on and off, and bad settings fail before any model loads."""
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import time
 
 import pyarrow.parquet as pq
 
-
 # Wall times and the verifier's cache counters differ between identical runs.
 NOISE = ("time/", "reward/cache_hits", "reward/verified", "reward/verify_time_s", "reward/samples")
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from rlvr_exp.analysis.defects import RepetitionRule, defect_metrics, has_boxed, is_repetitive, smallest_period
-from rlvr_exp.analysis.live import StepMeter, batch_metrics, linear_quantile, position_buckets
+from rlvr_exp.analysis.live import StepMeter, linear_quantile, position_buckets
 from rlvr_exp.analysis.media import build_media, entropy_html
 from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.batch import RolloutBatch

@@ -9,8 +9,7 @@ import pyarrow as pa
 import pytest
 
 from rlvr_exp.analysis import report
-from rlvr_exp.analysis.runs import (AnalysisInputError, Run, expand, load_run, series, strategy_label,
-                                    strategy_labels)
+from rlvr_exp.analysis.runs import AnalysisInputError, Run, expand, load_run, series, strategy_label, strategy_labels
 
 
 def test_bucket_means_hand_computed():
