@@ -21,7 +21,7 @@ class RunLogger:
     def __init__(
         self, project: str = "rlvr_exp", mode: str = "offline", entity: str | None = None,
         group: str | None = None, job_type: str | None = None, name: str | None = None,
-        tags: list[str] | None = None, progress_bar: bool = True,
+        tags: list[str] | tuple[str, ...] | None = (), progress_bar: bool = True,
     ) -> None:
         if mode not in WANDB_MODES:
             raise ValueError(f"logger.mode must be one of {WANDB_MODES}, got {mode!r}")

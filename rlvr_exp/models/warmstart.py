@@ -51,8 +51,8 @@ def sft_warmstart(
     check_every: int = 10,
     check_problems: int = 64,
     max_new_tokens: int = 16,
-    max_seconds: float = 120.0,
-    max_steps: int = 5000,
+    max_seconds: float = 600.0,
+    max_steps: int = 2000,
 ) -> dict:
     """Train on ``\\boxed{answer}`` completions until the sampled accuracy on ``check_problems``
     training problems first reaches ``target_accuracy`` (checked every ``check_every`` steps), or
