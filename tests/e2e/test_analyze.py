@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rlvr_exp.analyze import main
+from rlvr_exp.stages.detector import detect_offline_file
 
 REPO = Path(__file__).resolve().parents[2]
 PNGS = ("accuracy_entropy.png", "entropy_pos_neg.png", "entropy_by_position.png", "logppl_by_correctness.png",
@@ -62,7 +63,9 @@ def test_report_and_plots(run_dir):
                     "## (c) How do entropy and its change depend on position and perplexity in the plateau?",
                     "## High-entropy tokens per stage"):
         assert heading in text
-    assert "**No plateau detected within 30 steps**" in text or "**The rising stage ends at step" in text
+    # 30 steps < the detector's min_steps (50): no plateau can be declared, so the answer is fixed
+    assert detect_offline_file(run_dir / "metrics.jsonl") is None
+    assert "**No plateau detected within 30 steps**" in text and "The rising stage ends" not in text
     assert re.search(r"\*\*(Yes|No)[^*]*\*\* \(batch metrics\): negative samples [0-9.]+ -> [0-9.]+ nats", text)
     assert "| rank | token | count | share of high-entropy tokens | mean entropy (nats) |" in text
     assert "| 1 | `'" in text  # decoded with the checkpoint's tokenizer, not shown as ids

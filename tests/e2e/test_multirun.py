@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from rlvr_exp.analysis.report import compare_runs
+
 REPO = Path(__file__).resolve().parents[2]
 # The brief's fast config, smaller still: 2 steps, 8 validation problems x 2 samples, no warm-start.
 TINY = [
@@ -101,9 +103,8 @@ def test_jobs_are_grouped_and_labelled_for_wandb(basic_sweep):
 
 
 def test_sweep_summary_table(basic_sweep, tmp_path):
-    report = pytest.importorskip("rlvr_exp.analysis.report", reason="rlvr_exp.analysis.report is not written yet")
     _, sweep_dir, _ = basic_sweep
-    table = report.compare_runs(job_dirs(sweep_dir), tmp_path)
+    table = compare_runs(job_dirs(sweep_dir), tmp_path)
     assert isinstance(table, str) and "|" in table
     assert "ppl" in table and "none" in table
 
