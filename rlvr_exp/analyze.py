@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rlvr_exp.analysis.report import analyze_run, compare_runs
+from rlvr_exp.analysis.compare import compare_runs
+from rlvr_exp.analysis.report import analyze_run
 from rlvr_exp.analysis.runs import AnalysisInputError, expand, is_run_dir, is_sweep_dir
 
 

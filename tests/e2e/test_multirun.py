@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rlvr_exp.analysis.report import compare_runs
+from rlvr_exp.analysis.compare import compare_runs
 
 REPO = Path(__file__).resolve().parents[2]
 # The brief's fast config, smaller still: 2 steps, 8 validation problems x 2 samples, no warm-start.

@@ -1,4 +1,5 @@
-"""The analysis numbers (rlvr_exp/analysis/report.py, runs.py) on hand-made rows and tables."""
+"""The analysis numbers (rlvr_exp/analysis/report_numbers.py, negative_section.py, compare.py, runs.py) on
+hand-made rows and tables."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rlvr_exp.analysis import report
+from rlvr_exp.analysis import report_numbers as report
+from rlvr_exp.analysis.compare import compare_runs
+from rlvr_exp.analysis.negative_section import section_b
 from rlvr_exp.analysis.runs import AnalysisInputError, Run, expand, load_run, series, strategy_label, strategy_labels
 
 
@@ -133,7 +136,7 @@ def section_b_text(pos_end: float, neg_end: float) -> str:
     rows = [{"step": 0}] + [{"step": s, "entropy/pos": 1.0, "entropy/neg": 1.0} for s in range(1, 6)]
     rows += [{"step": s, "entropy/pos": pos_end, "entropy/neg": neg_end} for s in range(6, 21)]
     run = Run(path=None, rows=rows, summary=None, config={}, choices={})
-    return report.section_b(run, boundary=15)
+    return section_b(run, boundary=15)
 
 
 def test_section_b_answers_with_numbers():
@@ -163,7 +166,7 @@ def test_compare_runs_mean_std_over_seeds_and_failed_jobs(tmp_path):
             write_run(tmp_path / "sweep" / "2", {"shaper": "[ppl]", "stage": "plateau"}, None),
             tmp_path / "sweep" / "3"]
     dirs[-1].mkdir()
-    table = report.compare_runs(expand([tmp_path / "sweep"]), tmp_path / "out")
+    table = compare_runs(expand([tmp_path / "sweep"]), tmp_path / "out")
     lines = table.splitlines()
     # 0.2, 0.4 -> mean 0.3, std (ddof 1) 0.1414
     assert lines[2] == "| none @always | 2 | 0.300 ± 0.141 | 0.200 ± 0.141 | 0.750 ± 0.354 | 0 |"
