@@ -35,6 +35,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
+    max_nonfinite_skips: int = 3
     val_every: int = 20
     val_samples_per_problem: int = 4
     val_temperature: float = 0.6
@@ -52,7 +53,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         positive = ("steps", "prompts_per_step", "samples_per_prompt", "prompts_per_minibatch",
                     "samples_per_microbatch", "max_prompt_tokens", "max_response_tokens",
-                    "max_sampling_rounds", "val_samples_per_problem", "score_rows_per_pass")
+                    "max_sampling_rounds", "val_samples_per_problem", "score_rows_per_pass", "max_nonfinite_skips")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")

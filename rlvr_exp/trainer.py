@@ -22,6 +22,7 @@ from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, se
 from rlvr_exp.collect import Collector, ProblemStream
 from rlvr_exp.config import TrainerConfig
 from rlvr_exp.evaluate import Evaluator
+from rlvr_exp.faults import FaultGuard, NonFiniteLogitsError
 from rlvr_exp.logging.run_logger import RunLogger
 from rlvr_exp.logging.summary import run_summary
 from rlvr_exp.logging.token_dump import dump_tokens
@@ -78,6 +79,7 @@ class Trainer:
         val = {name: problems[: cfg.val_max_problems] for name, problems in p.task.val_sets().items()}
         val_sampling = SamplingParams(cfg.val_samples_per_problem, cfg.val_temperature, cfg.val_top_p, cfg.max_response_tokens)
         self.evaluator = Evaluator(val, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed)
+        self.guard = FaultGuard(cfg.max_nonfinite_skips)
         if cfg.resume_from:
             self._resume(find_checkpoint(cfg.resume_from))
 
@@ -101,6 +103,7 @@ class Trainer:
         if metrics.exists():
             rows = [r for r in metrics.read_text().splitlines() if r and json.loads(r)["step"] <= self.start_step]
             metrics.write_text("".join(r + "\n" for r in rows))
+        self.guard.last_checkpoint = checkpoint
         log.info("resumed from %s at step %d", checkpoint, self.start_step)
 
     def _save(self, step: int) -> None:
@@ -110,7 +113,8 @@ class Trainer:
             "analysis": self.p.analysis.state_dict(),
             "history": self.history, "wandb_run_id": self.run_id,
         }
-        save_checkpoint(self.run_dir / "checkpoints", self.p.policy, self.p.tokenizer, state, self.cfg.keep_checkpoints)
+        self.guard.last_checkpoint = save_checkpoint(
+            self.run_dir / "checkpoints", self.p.policy, self.p.tokenizer, state, self.cfg.keep_checkpoints)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, float]:
@@ -124,6 +128,7 @@ class Trainer:
             if self.start_step == 0 and cfg.val_every:
                 self._log(0, {**self.evaluator(0), "time/eval": time.perf_counter() - start})
             for step in range(self.start_step + 1, cfg.steps + 1):
+                self.guard.step = step
                 metrics = self.train_step(step)
                 if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
                     t0 = time.perf_counter()
@@ -137,6 +142,8 @@ class Trainer:
             self.p.logger.summary(summary)
             exit_code = 0
             return summary
+        except NonFiniteLogitsError as err:  # met by the rollout, which does not know the step
+            raise self.guard.fault(str(err)) from None
         finally:
             self.p.logger.finish(exit_code)
             # Stop the verifier's worker pool now: a job that ends inside a launcher's worker
@@ -160,6 +167,7 @@ class Trainer:
         batch = batch.to(p.policy.device)
         t0 = time.perf_counter()
         batch.logp_old, batch.entropy = score_batch(p.policy, batch, cfg.score_rows_per_pass, cfg.score_entropy)
+        self.guard.check_scores("log-probs or entropies", batch.logp_old, batch.entropy)
         if p.reference is not None:
             batch.ref_logp, _ = score_batch(p.reference, batch, cfg.score_rows_per_pass, with_entropy=False)
         p.analysis.observe(batch)
@@ -168,7 +176,8 @@ class Trainer:
         t2 = time.perf_counter()
         g = cfg.samples_per_prompt
         meter = ppo_update(p.policy, self.optimizer, p.algo, batch, cfg.prompts_per_minibatch * g,
-                           cfg.samples_per_microbatch, cfg.max_response_tokens, cfg.grad_clip)
+                           cfg.samples_per_microbatch, cfg.max_response_tokens, cfg.grad_clip, self.guard)
+        self.guard.check_parameters(p.policy.parameters())
         self.scheduler.step()
         p.rollout.sync_weights(p.policy)
         t3 = time.perf_counter()

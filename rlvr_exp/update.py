@@ -8,6 +8,7 @@ from rlvr_exp.algos.grpo import PolicyGradient
 from rlvr_exp.algos.logprobs import forward_response
 from rlvr_exp.algos.losses import Normaliser
 from rlvr_exp.batch import RolloutBatch
+from rlvr_exp.faults import FaultGuard
 from rlvr_exp.logging.meters import MeanMeter
 
 
@@ -20,9 +21,13 @@ def ppo_update(
     rows_per_microbatch: int,
     max_len: int,
     grad_clip: float,
+    guard: FaultGuard,
 ) -> MeanMeter:
-    """Runs the updates; returns token- and step-weighted means of the loss statistics."""
+    """Runs the updates; returns token- and step-weighted means of the loss statistics. An update
+    whose loss or gradient norm is not finite is skipped (``guard.admit``, rlvr_exp/faults.py)."""
     meter = MeanMeter()
+    meter.add("train/nonfinite_skips", 0.0, 0.0)
+    meter.add("train/optimizer_steps", 0.0, 0.0)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     for start in range(0, batch.size, rows_per_minibatch):
@@ -40,9 +45,13 @@ def ppo_update(
             total += float(loss.detach())
             for key, value in info.items():
                 meter.add(f"train/{key}", float((value * m).sum()), float(m.sum()))
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
         meter.add("loss/policy", total, 1.0)
-        meter.add("train/grad_norm", float(grad_norm), 1.0)
-        meter.add("train/optimizer_steps", 1.0, 0.0)
+        meter.add("train/grad_norm", grad_norm, 1.0)
+        if guard.admit(total, grad_norm):
+            optimizer.step()
+            meter.add("train/optimizer_steps", 1.0, 0.0)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            meter.add("train/nonfinite_skips", 1.0, 0.0)
     return meter

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from rlvr_exp.faults import json_safe
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("online", "offline", "disabled")
@@ -50,10 +51,10 @@ class RunLogger:
         return self.run.id if self.run is not None else None
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: (v if isinstance(v, str) else float(v)) for k, v in metrics.items()
-                 if isinstance(v, str) or (v is not None and math.isfinite(float(v)))}
+        # NaN and infinities are kept, as "nan"/"inf"/"-inf" strings in the file (rlvr_exp/faults.py)
+        clean = {k: (v if isinstance(v, str) else float(v)) for k, v in metrics.items() if v is not None}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **clean}) + "\n")
+            f.write(json.dumps({"step": step, **{k: json_safe(v) for k, v in clean.items()}}) + "\n")
         if self.run is not None:
             self.run.log(clean, step=step)
         if self._bar is not None:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import torch
-from transformers import PreTrainedModel
+from transformers import LogitsProcessorList, PreTrainedModel
 
+from rlvr_exp.faults import NonFiniteLogits, NonFiniteLogitsError
 from rlvr_exp.rollout.base import SamplingParams
 
 
@@ -11,7 +12,9 @@ class HFRollout:
     """Samples with ``model.generate`` in chunks of ``max_batch_sequences`` sequences.
 
     ``top_k`` is forced to 0 so temperature 1 / top_p 1 samples the full distribution
-    (transformers' default top_k=50 would silently truncate it).
+    (transformers' default top_k=50 would silently truncate it). Logits that are NaN or infinite
+    raise :class:`NonFiniteLogitsError` after sampling (rlvr_exp/faults.py), never a raw
+    ``torch.multinomial`` error or CUDA device-side assert.
     """
 
     def __init__(self, max_batch_sequences: int = 512) -> None:
@@ -49,12 +52,15 @@ class HFRollout:
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         greedy = sampling.temperature == 0.0
+        check = NonFiniteLogits()
         seqs = self.model.generate(
             input_ids=ids, attention_mask=mask, do_sample=not greedy,
             temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
             top_k=None if greedy else 0, max_new_tokens=sampling.max_new_tokens,
-            pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id, eos_token_id=self.eos_id, logits_processor=LogitsProcessorList([check]),
         )[:, width:].tolist()
+        if check.seen:
+            raise NonFiniteLogitsError("the policy's logits were NaN or infinite while sampling")
         responses = []
         for s in seqs:
             end = s.index(self.eos_id) + 1 if self.eos_id in s else len(s)
