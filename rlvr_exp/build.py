@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_exp.config import ConfigError, TrainerConfig
+from rlvr_exp.logging.wandb_labels import choice_config
 from rlvr_exp.shapers.base import OPTIONAL_INPUTS
 from rlvr_exp.shapers.stack import ShaperStack
 from rlvr_exp.tasks.prompts import PromptEncoder
@@ -107,11 +108,7 @@ def run_config(cfg: DictConfig) -> dict:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        choices = HydraConfig.get().runtime.choices
-        for group, choice in choices.items():
-            if not group.startswith("hydra/") and choice is not None:
-                out[f"choice/{group}"] = str(choice)
-        out["choice/shaper"] = ",".join(cfg.shaper)  # Hydra leaves list choices ([ppl,position]) out
+        out.update(choice_config(dict(HydraConfig.get().runtime.choices), list(cfg.shaper)))
     except ValueError:  # composed outside @hydra.main (tests): no runtime choices
         pass
     return out

@@ -8,6 +8,7 @@ import numpy as np
 
 from rlvr_exp.analysis import plots
 from rlvr_exp.analysis.runs import load_run, strategy_labels
+from rlvr_exp.dashboard.links import dashboard_lines
 
 FINAL_KEYS = ("val/accuracy_final", "val/accuracy_gain", "entropy/mean_final")
 
@@ -42,6 +43,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> str:
         plots.compare_curves(list(zip(labels, [r.rows for r in runs])), out_dir / "compare_curves.png")
     body = [f"# Comparison of {len(run_dirs)} runs", "", markdown, "",
             "Failed or unfinished jobs: " + ("none." if not failed else ""), *[f"- {f}" for f in failed], "",
-            "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "", "![curves](compare_curves.png)"]
+            "Runs: " + ", ".join(f"`{r.path}`" for r in runs), *dashboard_lines(*sorted({r.path.parent for r in runs})), "",
+            "![curves](compare_curves.png)"]
     (out_dir / "comparison.md").write_text("\n".join(body) + "\n")
     return markdown

@@ -23,6 +23,7 @@ from rlvr_exp.analysis.runs import load_run, read_tokens, strategy_labels, token
 from rlvr_exp.analysis.stage_section import find_boundary, section_a
 from rlvr_exp.analysis.token_section import section_tokens, write_token_csv
 from rlvr_exp.analysis.wandb_upload import log_to_wandb
+from rlvr_exp.dashboard.links import dashboard_lines
 
 TOKEN_CSV = "high_entropy_tokens.csv"
 
@@ -56,7 +57,8 @@ def analyze_run(run_dir: Path, wandb: bool) -> Path:
               f"Strategy: **{label}**, seed {run.seed}, {len(run.rows)} logged steps, {len(run.token_files)} token "
               f"dumps ({tokens.num_rows} tokens, {len(samples['step'])} samples).", "",
               "Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in images.values()) + ".", "",
-              "Skipped: " + ("; ".join(skipped) if skipped else "nothing") + "."]
+              "Skipped: " + ("; ".join(skipped) if skipped else "nothing") + ".",
+              *dashboard_lines(run.path, run.path.parent)]
     parts = ["\n".join(header), section_a(run, boundary, how), section_b(run, boundary), text_c,
              text_tokens, section_defects(run.rows, keys, boundary)]
     report = out / "report.md"

@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from rlvr_exp.faults import json_safe
+from rlvr_exp.logging.wandb_labels import wandb_labels
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("online", "offline", "disabled")
@@ -36,14 +37,17 @@ class RunLogger:
     def start(
         self, run_dir: Path, config: dict, total_steps: int, initial_step: int = 0, run_id: str | None = None
     ) -> str | None:
-        """Opens the W&B run (resuming ``run_id`` when given) and the progress bar."""
+        """Opens the W&B run (resuming ``run_id`` when given) and the progress bar. ``config`` is the
+        run's full config (``build.run_config``): the W&B group, job type and tags come from it
+        (``logging/wandb_labels.py``), so a sweep's runs group by sweep and arm."""
         self.run_dir = Path(run_dir)
         if self.mode != "disabled":
             import wandb
 
+            labels = wandb_labels(config, self.group, self.job_type, self.tags)
             self.run = wandb.init(
-                project=self.project, entity=self.entity, group=self.group, job_type=self.job_type,
-                name=self.name, tags=self.tags, config=config, dir=str(self.run_dir), mode=self.mode,
+                project=self.project, entity=self.entity, group=labels.group, job_type=labels.job_type,
+                name=self.name, tags=labels.tags, config=config, dir=str(self.run_dir), mode=self.mode,
                 id=run_id, resume="allow" if run_id else None, reinit="finish_previous",
             )
         if self.progress_bar:
