@@ -25,7 +25,7 @@ class RolloutBatch:
     texts: list[str]  # [B] decoded responses
     rewards: torch.Tensor | None = None  # [B] float
     correct: torch.Tensor | None = None  # [B] bool
-    logp_old: torch.Tensor | None = None  # [B, T] sampling-policy log-probs at temperature 1
+    logp_old: torch.Tensor | None = None  # [B, T] sampling-policy log-probs at trainer.temperature
     entropy: torch.Tensor | None = None  # [B, T] full-vocabulary entropy (nats)
     ref_logp: torch.Tensor | None = None  # [B, T] reference-policy log-probs (KL algos only)
     advantages_raw: torch.Tensor | None = None  # [B, T] before shaping

@@ -63,9 +63,10 @@ class TrainerConfig:
                 f"trainer.prompts_per_minibatch ({self.prompts_per_minibatch})")
         if self.samples_per_prompt < 2:
             raise ConfigError(f"trainer.samples_per_prompt must be >= 2 for group advantages, got {self.samples_per_prompt}")
-        for name in ("temperature", "val_temperature"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"trainer.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise ConfigError(f"trainer.temperature must be > 0 (the trainer scores samples at it), got {self.temperature}")
+        if self.val_temperature < 0:
+            raise ConfigError(f"trainer.val_temperature must be >= 0 (0 is greedy), got {self.val_temperature}")
         for name in ("top_p", "val_top_p"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"trainer.{name} must be in (0, 1], got {getattr(self, name)}")

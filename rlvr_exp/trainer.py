@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr_exp.algos.grpo import PolicyGradient
-from rlvr_exp.algos.logprobs import score_batch
+from rlvr_exp.algos.logprobs import LogProbSpec, score_batch
 from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, set_rng_state
@@ -71,6 +71,7 @@ class Trainer:
             [q for q in p.policy.parameters() if q.requires_grad], lr=cfg.lr,
             weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cfg.lr_factor)
+        self.spec = LogProbSpec(cfg.temperature)  # score and train on the sampling distribution
         sampling = SamplingParams(cfg.samples_per_prompt, cfg.temperature, cfg.top_p, cfg.max_response_tokens)
         self.stream = ProblemStream(p.task.train_problems(), self.seed)
         self.collector = Collector(
@@ -166,17 +167,19 @@ class Trainer:
             return {**metrics, **self._stage(step, metrics)}
         batch = batch.to(p.policy.device)
         t0 = time.perf_counter()
-        batch.logp_old, batch.entropy = score_batch(p.policy, batch, cfg.score_rows_per_pass, cfg.score_entropy)
+        batch.logp_old, batch.entropy = score_batch(
+            p.policy, batch, cfg.score_rows_per_pass, cfg.score_entropy, self.spec)
         self.guard.check_scores("log-probs or entropies", batch.logp_old, batch.entropy)
         if p.reference is not None:
-            batch.ref_logp, _ = score_batch(p.reference, batch, cfg.score_rows_per_pass, with_entropy=False)
+            batch.ref_logp, _ = score_batch(p.reference, batch, cfg.score_rows_per_pass, False, self.spec)
         p.analysis.observe(batch)
         t1 = time.perf_counter()
         metrics.update(self._shape(batch, step))
         t2 = time.perf_counter()
         g = cfg.samples_per_prompt
         meter = ppo_update(p.policy, self.optimizer, p.algo, batch, cfg.prompts_per_minibatch * g,
-                           cfg.samples_per_microbatch, cfg.max_response_tokens, cfg.grad_clip, self.guard)
+                           cfg.samples_per_microbatch, cfg.max_response_tokens, cfg.grad_clip, self.guard,
+                           self.spec)
         self.guard.check_parameters(p.policy.parameters())
         self.scheduler.step()
         p.rollout.sync_weights(p.policy)
@@ -188,7 +191,7 @@ class Trainer:
         metrics.update(meter.means())
         metrics.update({"time/score": t1 - t0, "time/shape": t2 - t1, "time/update": t3 - t2,
                         "train/lr": self.scheduler.get_last_lr()[0]})
-        metrics.update(p.analysis.probe_metrics(step, p.policy))
+        metrics.update(p.analysis.probe_metrics(step, p.policy, self.spec))
         if cfg.dump_tokens_every and step % cfg.dump_tokens_every == 0:
             dump_tokens(self.run_dir, batch, step, cfg.dump_samples)
             if p.logger.has_run:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlvr_exp.algos.grpo import PolicyGradient
-from rlvr_exp.algos.logprobs import forward_response
+from rlvr_exp.algos.logprobs import LogProbSpec, forward_response
 from rlvr_exp.algos.losses import Normaliser
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.faults import FaultGuard
@@ -22,6 +22,7 @@ def ppo_update(
     max_len: int,
     grad_clip: float,
     guard: FaultGuard,
+    spec: LogProbSpec,
 ) -> MeanMeter:
     """Runs the updates; returns token- and step-weighted means of the loss statistics. An update
     whose loss or gradient norm is not finite is skipped (``guard.admit``, rlvr_exp/faults.py)."""
@@ -38,7 +39,7 @@ def ppo_update(
         total = 0.0
         for micro in rows.split(rows_per_microbatch):
             m = batch.loss_mask[micro]
-            logp, _ = forward_response(model, batch, micro, with_entropy=False)
+            logp, _ = forward_response(model, batch, micro, False, spec)
             ref = batch.ref_logp[micro] if batch.ref_logp is not None else None
             loss, info = algo.loss(logp, batch.logp_old[micro], batch.advantages[micro], m, norm, ref)
             loss.backward()

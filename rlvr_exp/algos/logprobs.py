@@ -1,23 +1,48 @@
 """Per-token log-probs and entropies of response tokens from one forward pass.
 
+Both are taken on the distribution the rollout sampled from, softmax(z / temperature) with the
+rollout's temperature (``trainer.temperature``), in scoring (``logp_old``, the entropy, the
+reference pass) and in the update, as verl does: otherwise, at any temperature but 1, the
+importance ratio would compare the trained policy with a distribution nobody sampled from. The
+entropy metric is therefore the entropy of the sampling distribution; at temperature 1 (the
+paper's setting, docs/method.md section 8) that is the model's own. Nucleus truncation
+(``top_p`` < 1) is not modelled, as in verl: scores are over the full vocabulary.
+
 Only the logits of response positions are computed (``logits_to_keep``), and the full-vocabulary
 entropy H = logsumexp(z) - sum_v softmax(z)_v z_v is taken row-chunk by row-chunk, so no second
 [B, T, V] tensor is materialised beside the logits.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rlvr_exp.batch import RolloutBatch
 
 
+@dataclass(frozen=True)
+class LogProbSpec:
+    """How the trainer scores tokens: ``temperature`` divides the logits (the rollout's, > 0)."""
+
+    temperature: float
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"trainer.temperature must be > 0 to score samples, got {self.temperature}")
+
+
 def logprob_and_entropy_from_logits(
-    logits: torch.Tensor, labels: torch.Tensor, with_entropy: bool = True, chunk_rows: int = 64
+    logits: torch.Tensor, labels: torch.Tensor, with_entropy: bool = True, chunk_rows: int = 64,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """logits [N, T, V], labels [N, T] -> log p(label) [N, T] and entropy [N, T] (nats, float32+).
+    """logits [N, T, V], labels [N, T] -> log p(label) [N, T] and entropy [N, T] (nats, float32+)
+    of softmax(logits / temperature).
 
     The entropy is computed without grad (it is only ever a metric or a detached input)."""
     logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    if temperature != 1.0:
+        logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
     if not with_entropy:
@@ -39,25 +64,27 @@ def model_inputs(batch: RolloutBatch, index: torch.Tensor | slice) -> dict[str, 
 
 
 def forward_response(
-    model: torch.nn.Module, batch: RolloutBatch, index: torch.Tensor | slice, with_entropy: bool
+    model: torch.nn.Module, batch: RolloutBatch, index: torch.Tensor | slice, with_entropy: bool,
+    spec: LogProbSpec,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log-probs (and entropies) [N, T] of the response tokens of rows ``index``; 0 on padding."""
     t = batch.response_ids.shape[1]
     logits = model(**model_inputs(batch, index), logits_to_keep=t + 1, use_cache=False).logits[:, :-1]
     mask = batch.response_mask[index]
-    logp, ent = logprob_and_entropy_from_logits(logits, batch.response_ids[index], with_entropy)
+    logp, ent = logprob_and_entropy_from_logits(
+        logits, batch.response_ids[index], with_entropy, temperature=spec.temperature)
     logp = logp * mask
     return logp, (ent * mask if ent is not None else None)
 
 
 @torch.no_grad()
 def score_batch(
-    model: torch.nn.Module, batch: RolloutBatch, rows_per_pass: int, with_entropy: bool = True
+    model: torch.nn.Module, batch: RolloutBatch, rows_per_pass: int, with_entropy: bool, spec: LogProbSpec,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs [B, T] and entropies [B, T] under ``model`` in passes of ``rows_per_pass`` rows."""
     was_training = model.training
     model.eval()
-    parts = [forward_response(model, batch, slice(s, s + rows_per_pass), with_entropy)
+    parts = [forward_response(model, batch, slice(s, s + rows_per_pass), with_entropy, spec)
              for s in range(0, batch.size, rows_per_pass)]
     model.train(was_training)
     logp = torch.cat([p[0] for p in parts])

@@ -2,7 +2,8 @@
 instance- and token-level analysis), as (sum, count) pairs that reduce exactly across ranks.
 
 Conventions:
-- Entropy H_t = -sum_v p(v) log p(v) (nats, temperature 1) over response tokens only: padding
+- Entropy H_t = -sum_v p(v) log p(v) (nats, of the sampling distribution:
+  the rollout temperature, 1 in the paper; see algos/logprobs.py) over response tokens only: padding
   is excluded with ``torch.where``, so even non-finite garbage in padding changes nothing.
   "pos"/"neg" are correct/wrong samples (``batch.correct``).
 - Position buckets: token t = 1..L of a response of length L has r = (t-1)/L in [0, 1) and

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvr_exp.algos.logprobs import score_batch
+from rlvr_exp.algos.logprobs import LogProbSpec, score_batch
 from rlvr_exp.batch import RolloutBatch
 
 SIDES = ("pos", "neg")
@@ -99,7 +99,7 @@ class ProbeSet:
                 self.sides[side] = ProbeSide.from_batch(batch.select(index))
 
     @torch.no_grad()
-    def metrics(self, policy: torch.nn.Module) -> dict[str, float]:
+    def metrics(self, policy: torch.nn.Module, spec: LogProbSpec) -> dict[str, float]:
         """``probe/{entropy,logp}_{pos,neg}`` and their ``_change_`` since capture (module docstring)."""
         device = next(policy.parameters()).device
         out: dict[str, float] = {}
@@ -107,7 +107,7 @@ class ProbeSet:
             if probe is None:
                 continue
             with_entropy = probe.entropy0 is not None
-            logp, ent = score_batch(policy, probe.as_batch(device), self.rows_per_pass, with_entropy)
+            logp, ent = score_batch(policy, probe.as_batch(device), self.rows_per_pass, with_entropy, spec)
             mask = probe.response_mask
             logp = logp.cpu()
             out[f"probe/logp_{side}"] = _token_mean(logp, mask)

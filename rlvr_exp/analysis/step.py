@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rlvr_exp.algos.logprobs import LogProbSpec
 from rlvr_exp.analysis.defects import RepetitionRule
 from rlvr_exp.analysis.live import LiveOptions, batch_metrics
 from rlvr_exp.analysis.media import TokenTexts, build_media
@@ -41,7 +42,7 @@ class TokenDecoder:
 class StepAnalysis:
     """Hooks, in the order the trainer calls them each step:
     ``observe(batch)`` after scoring (the probe set is captured from the first batch that has
-    each side), ``batch_metrics(batch)`` after the update, ``probe_metrics(step, policy)`` every
+    each side), ``batch_metrics(batch)`` after the update, ``probe_metrics(step, policy, spec)`` every
     step (returns {} unless ``step % probe_every == 0``), ``media(step, batch)`` on token-dump
     steps when a W&B run exists. ``bind_tokenizer`` (called once by ``build``) lets the media
     show token texts.
@@ -100,10 +101,11 @@ class StepAnalysis:
     def batch_metrics(self, batch: RolloutBatch) -> MeanMeter:
         return batch_metrics(batch, self.options if self.enabled else None)
 
-    def probe_metrics(self, step: int, policy: torch.nn.Module) -> dict[str, float]:
+    def probe_metrics(self, step: int, policy: torch.nn.Module, spec: LogProbSpec) -> dict[str, float]:
+        """Re-scores the probe with ``spec`` (the trainer's: the one its ``logp_old`` came from)."""
         if not self.probing or step % self.probe_every:
             return {}
-        return self.probe.metrics(policy)
+        return self.probe.metrics(policy, spec)
 
     def media(self, step: int, batch: RolloutBatch) -> dict[str, object]:
         if not self.enabled:

@@ -24,10 +24,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from rlvr_exp.algos.logprobs import score_batch
+from rlvr_exp.algos.logprobs import LogProbSpec, score_batch
 from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.collect import build_batch
+from rlvr_exp.config import TrainerConfig
 from rlvr_exp.models.tiny import TinyQwen2, build_char_tokenizer
 from rlvr_exp.tasks.arithmetic import ArithmeticTask
 from rlvr_exp.tasks.prompts import PromptEncoder
@@ -35,6 +36,7 @@ from rlvr_exp.tasks.prompts import PromptEncoder
 CONF = Path(__file__).resolve().parents[2] / "conf"
 STEP_OVERRIDES = ["logger.mode=disabled", "logger.progress_bar=false", "trainer.val_every=0",
                   "trainer.checkpoint_every=0", "trainer.dump_tokens_every=0"]
+SPEC = LogProbSpec(TrainerConfig().temperature)  # the default run's scoring
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -63,7 +65,7 @@ def default_batch(prompts: int = 8, samples: int = 8, max_tokens: int = 16) -> t
             responses.append((ids + extra)[: int(torch.randint(len(ids), max_tokens + 1, (), generator=gen))])
             correct.append(ok)
     batch = build_batch(problems, responses, samples, PromptEncoder(tokenizer, False, 64), tokenizer, max_tokens)
-    batch.logp_old, batch.entropy = score_batch(policy, batch, 64, True)
+    batch.logp_old, batch.entropy = score_batch(policy, batch, 64, True, SPEC)
     batch.correct = torch.tensor(correct)
     batch.rewards = batch.correct.float() * 2 - 1
     r = batch.rewards.view(prompts, samples)
@@ -80,12 +82,12 @@ def hook_times(repeats: int) -> dict[str, float]:
     on.bind_tokenizer(build_char_tokenizer())
     on.observe(batch)  # capture once, as on the first step
     res = {
-        "score_batch (reference)": statistics.median(timed(lambda: score_batch(policy, batch, 64, True), repeats)),
+        "score_batch (reference)": statistics.median(timed(lambda: score_batch(policy, batch, 64, True, SPEC), repeats)),
         "off: batch_metrics": statistics.median(timed(lambda: off.batch_metrics(batch).means(), repeats)),
         "on: batch_metrics": statistics.median(timed(lambda: on.batch_metrics(batch).means(), repeats)),
         "on: observe (first, captures)": statistics.median(timed(lambda: StepAnalysis().observe(batch), repeats)),
         "on: observe (captured)": statistics.median(timed(lambda: on.observe(batch), repeats)),
-        "on: probe_metrics (due)": statistics.median(timed(lambda: on.probe_metrics(on.probe_every, policy), repeats)),
+        "on: probe_metrics (due)": statistics.median(timed(lambda: on.probe_metrics(on.probe_every, policy, SPEC), repeats)),
         "on: media (token-dump steps only)": statistics.median(timed(lambda: on.media(1, batch), repeats)),
     }
     res["on: hooks per step (probe amortised)"] = (res["on: batch_metrics"] + res["on: observe (captured)"]

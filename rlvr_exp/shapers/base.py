@@ -28,8 +28,9 @@ class ShaperContext:
     loss_mask:     [B, T] bool, tokens that count in the loss so far (starts = response_mask)
     group_ids:     [B] long, responses with the same id share a prompt
     logp_old:      [B, T] float, log-prob of each sampled token under the sampling policy,
-                   recomputed before the update at temperature 1
-    entropy:       [B, T] float, full-vocabulary token entropy at temperature 1 (nats), detached
+                   recomputed before the update at the rollout temperature (trainer.temperature)
+    entropy:       [B, T] float, full-vocabulary entropy of the sampling distribution (nats, at the
+                   rollout temperature: the model's own at the paper's 1.0), detached
     rel_position:  [B, T] float, (t - 1) / L_i for 1-based token index t and response length L_i
     response_len:  [B] long, L_i
     rewards:       [B] float; correct: [B] bool

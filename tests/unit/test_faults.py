@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from rlvr_exp.algos.grpo import PolicyGradient
+from rlvr_exp.algos.logprobs import LogProbSpec, score_batch
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.faults import FaultGuard, NonFiniteLogitsError, NumericalFault, json_safe
 from rlvr_exp.logging.run_logger import RunLogger
 from rlvr_exp.rollout.base import SamplingParams
 from rlvr_exp.rollout.hf import HFRollout
 from rlvr_exp.update import ppo_update
+
+SPEC = LogProbSpec(1.0)
 
 
 def test_guard_skips_then_stops_naming_step_and_checkpoint():
@@ -64,9 +67,7 @@ def _batch(model: torch.nn.Module, advantages: torch.Tensor) -> RolloutBatch:
         group_ids=torch.tensor([0, 0, 1, 1]), truncated=torch.zeros(4, dtype=torch.bool),
         problems=[], texts=[])
     with torch.no_grad():
-        from rlvr_exp.algos.logprobs import score_batch
-
-        batch.logp_old, _ = score_batch(model, batch, 4, with_entropy=False)
+        batch.logp_old, _ = score_batch(model, batch, 4, False, SPEC)
     batch.advantages, batch.loss_mask = advantages * mask, mask
     return batch
 
@@ -77,14 +78,14 @@ def test_non_finite_update_changes_neither_weights_nor_optimizer(tiny_model):
     before = copy.deepcopy(model.state_dict())
     bad = torch.full((4, 3), float("nan"))
     guard = FaultGuard(max_consecutive_skips=5)
-    meter = ppo_update(model, opt, PolicyGradient(), _batch(model, bad), 2, 2, 3, 1.0, guard)
+    meter = ppo_update(model, opt, PolicyGradient(), _batch(model, bad), 2, 2, 3, 1.0, guard, SPEC)
     means = meter.means()
     assert means["train/nonfinite_skips"] == 2.0 and means["train/optimizer_steps"] == 0.0
     assert guard.consecutive == 2
     assert opt.state_dict()["state"] == {}  # no Adam moments, no step count
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
-    good = ppo_update(model, opt, PolicyGradient(), _batch(model, torch.ones(4, 3)), 2, 2, 3, 1.0, guard)
+    good = ppo_update(model, opt, PolicyGradient(), _batch(model, torch.ones(4, 3)), 2, 2, 3, 1.0, guard, SPEC)
     assert good.means()["train/optimizer_steps"] == 2.0 and guard.consecutive == 0
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from rlvr_exp.algos.logprobs import forward_response, logprob_and_entropy_from_logits
+from rlvr_exp.algos.logprobs import LogProbSpec, forward_response, logprob_and_entropy_from_logits
 from rlvr_exp.collect import build_batch
 from rlvr_exp.tasks.base import Problem
 from rlvr_exp.tasks.prompts import PromptEncoder
+
+SPEC = LogProbSpec(1.0)
 
 
 def test_against_log_softmax():
@@ -35,8 +37,8 @@ def test_padding_changes_nothing_and_stays_zero(tiny_model, char_tokenizer):
     both = build_batch([short, long_], responses, 1, enc, char_tokenizer, 32)
     alone = build_batch([short], responses[:1], 1, enc, char_tokenizer, 32)
     with torch.no_grad():
-        lp_b, ent_b = forward_response(tiny_model, both, slice(0, 2), True)
-        lp_a, ent_a = forward_response(tiny_model, alone, slice(0, 1), True)
+        lp_b, ent_b = forward_response(tiny_model, both, slice(0, 2), True, SPEC)
+        lp_a, ent_a = forward_response(tiny_model, alone, slice(0, 1), True, SPEC)
     n = len(responses[0])
     assert torch.allclose(lp_b[0, :n], lp_a[0, :n], atol=1e-5)
     assert torch.allclose(ent_b[0, :n], ent_a[0, :n], atol=1e-5)
@@ -51,6 +53,6 @@ def test_model_logprobs_match_full_log_softmax(tiny_model, char_tokenizer):
     full = torch.cat([b.prompt_ids, b.response_ids], 1)
     with torch.no_grad():
         logits = tiny_model(full).logits[:, b.prompt_ids.shape[1] - 1 : -1]
-        lp, _ = forward_response(tiny_model, b, slice(0, 1), False)
+        lp, _ = forward_response(tiny_model, b, slice(0, 1), False, SPEC)
     ref = torch.log_softmax(logits, -1).gather(-1, b.response_ids.unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(lp, ref, atol=1e-5)

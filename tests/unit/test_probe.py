@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from rlvr_exp.algos.logprobs import forward_response, score_batch
+from rlvr_exp.algos.logprobs import LogProbSpec, forward_response, score_batch
 from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.collect import build_batch
 from rlvr_exp.tasks.base import Problem
@@ -16,6 +16,7 @@ from rlvr_exp.tasks.prompts import PromptEncoder
 
 PROBLEMS = [Problem("1+1=", "2"), Problem("12+345=", "357"), Problem("3+4=", "7")]
 RESPONSES = ["\\boxed{2}", "\\boxed{3} and more", "\\boxed{357}", "357", "\\boxed{7}", "no answer here"]
+SPEC = LogProbSpec(1.0)
 KEYS = {f"probe/{m}_{s}" for m in ("entropy", "logp", "entropy_change", "logp_change") for s in ("pos", "neg")}
 
 
@@ -23,7 +24,7 @@ def scored_batch(model, tokenizer, correct: list[bool]):
     enc = PromptEncoder(tokenizer, chat_template=False, max_prompt_tokens=64)
     ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in RESPONSES]
     batch = build_batch(PROBLEMS, ids, 2, enc, tokenizer, 32)
-    batch.logp_old, batch.entropy = score_batch(model, batch, 4, True)
+    batch.logp_old, batch.entropy = score_batch(model, batch, 4, True, SPEC)
     batch.correct = torch.tensor(correct)
     return batch
 
@@ -37,10 +38,10 @@ def test_same_ids_every_time_and_zero_change(tiny_model, char_tokenizer):
     batch = scored_batch(tiny_model, char_tokenizer, [True, False, True, False, True, False])
     analysis.observe(batch)
     ids = stored_ids(analysis)
-    assert analysis.probe_metrics(3, tiny_model) == {}  # not due
-    first = analysis.probe_metrics(5, tiny_model)
+    assert analysis.probe_metrics(3, tiny_model, SPEC) == {}  # not due
+    first = analysis.probe_metrics(5, tiny_model, SPEC)
     analysis.observe(scored_batch(tiny_model, char_tokenizer, [False, True] * 3))  # already captured
-    second = analysis.probe_metrics(10, tiny_model)
+    second = analysis.probe_metrics(10, tiny_model, SPEC)
     assert set(first) == KEYS and first == second
     for key in KEYS:
         if "change" in key:
@@ -59,10 +60,10 @@ def test_changes_after_one_optimizer_step(tiny_model, char_tokenizer):
     batch = scored_batch(model, char_tokenizer, [True, False, True, False, True, False])
     analysis.observe(batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    logp, _ = forward_response(model.train(), batch, slice(0, batch.size), with_entropy=False)
+    logp, _ = forward_response(model.train(), batch, slice(0, batch.size), False, SPEC)
     (-(logp * batch.response_mask).sum() / batch.response_mask.sum()).backward()  # raise their log-probs
     optimizer.step()
-    out = analysis.probe_metrics(1, model.eval())
+    out = analysis.probe_metrics(1, model.eval(), SPEC)
     assert all(out[f"probe/{m}_change_{s}"] != 0.0 for m in ("entropy", "logp") for s in ("pos", "neg"))
     assert out["probe/logp_change_pos"] > 0 and out["probe/logp_change_neg"] > 0
 
@@ -75,7 +76,7 @@ def test_state_dict_round_trip(tiny_model, char_tokenizer):
     buffer.seek(0)
     resumed = StepAnalysis(probe_samples_per_side=2)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    assert resumed.probe_metrics(10, tiny_model) == analysis.probe_metrics(10, tiny_model)
+    assert resumed.probe_metrics(10, tiny_model, SPEC) == analysis.probe_metrics(10, tiny_model, SPEC)
     resumed.observe(scored_batch(tiny_model, char_tokenizer, [False, True] * 3))  # complete: no recapture
     assert all(torch.equal(a, b) for a, b in zip(stored_ids(resumed).values(), stored_ids(analysis).values()))
 
@@ -85,15 +86,15 @@ def test_capture_waits_for_a_missing_side(tiny_model, char_tokenizer):
     analysis.observe(scored_batch(tiny_model, char_tokenizer, [False] * 6))
     neg_ids = stored_ids(analysis)["neg"]
     assert analysis.probe.sides["pos"] is None and neg_ids.shape[0] == 6
-    assert set(analysis.probe_metrics(10, tiny_model)) == {k for k in KEYS if k.endswith("neg")}
+    assert set(analysis.probe_metrics(10, tiny_model, SPEC)) == {k for k in KEYS if k.endswith("neg")}
     analysis.observe(scored_batch(tiny_model, char_tokenizer, [False, False, False, True, False, True]))
     ids = stored_ids(analysis)
     assert ids["pos"].shape[0] == 2 and torch.equal(ids["neg"], neg_ids)
-    assert set(analysis.probe_metrics(20, tiny_model)) == KEYS
+    assert set(analysis.probe_metrics(20, tiny_model, SPEC)) == KEYS
 
 
 def test_no_probe_when_off(tiny_model, char_tokenizer):
     for analysis in (StepAnalysis(enabled=False), StepAnalysis(probe_every=0)):
         analysis.observe(scored_batch(tiny_model, char_tokenizer, [True, False] * 3))
         assert analysis.probe.sides == {"pos": None, "neg": None}
-        assert analysis.probe_metrics(10, tiny_model) == {}
+        assert analysis.probe_metrics(10, tiny_model, SPEC) == {}
