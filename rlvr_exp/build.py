@@ -6,6 +6,7 @@ any model loads, with a message naming the key."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,20 @@ def build(cfg: DictConfig, run_dir: Path) -> Trainer:
     encoder = PromptEncoder(tokenizer, model_spec.chat_template, trainer_cfg.max_prompt_tokens)
     parts = Parts(policy=policy, tokenizer=tokenizer, task=task, rollout=rollout, reward_fn=reward_fn, algo=algo,
                   shapers=shapers, detector=detector, logger=logger, encoder=encoder, analysis=analysis, reference=reference)
-    return Trainer(trainer_cfg, parts, run_dir, int(cfg.seed), run_config(cfg))
+    return Trainer(trainer_cfg, parts, run_dir, int(cfg.seed), run_config(cfg, run_dir))
 
 
-def run_config(cfg: DictConfig) -> dict:
+def run_config(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """The resolved config for W&B, with each config group's choice as a top-level key
-    (``choice/shaper: ppl,position``) so runs group by strategy in the UI."""
+    (``choice/shaper: ppl,position``) so runs group by strategy in the UI. The choices come from
+    the run folder's ``choices.json`` when it holds one (a resumed run's are the original's)."""
     out = OmegaConf.to_container(cfg, resolve=True)
+    saved = Path(run_dir) / "choices.json" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        for group, choice in json.loads(saved.read_text()).items():
+            if not group.startswith("hydra/") and choice is not None:
+                out[f"choice/{group}"] = ",".join(choice) if isinstance(choice, list) else str(choice)
+        return out
     try:
         from hydra.core.hydra_config import HydraConfig
 

@@ -3,8 +3,10 @@ data stream position, the stage detector, the metric history and the W&B run id.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -12,6 +14,19 @@ import torch
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
+#: Test hook: "<step>:sleep:<seconds>" or "<step>:fail" acts inside the write of that step's
+#: checkpoint, after its files are written and before the rename (tests/e2e/test_kill_resume.py).
+SAVE_FAULT_ENV = "RLVR_EXP_TEST_SAVE_FAULT"
+
+
+def _test_fault(step: int) -> None:
+    spec = os.environ.get(SAVE_FAULT_ENV, "").split(":")
+    if spec[0] != str(step):
+        return
+    if spec[1] == "sleep":
+        time.sleep(float(spec[2]))
+    else:
+        raise OSError(28, f"No space left on device (simulated by {SAVE_FAULT_ENV})")
 
 
 def rng_state() -> dict:
@@ -43,6 +58,7 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, tokenizer: object, sta
     model.save_pretrained(tmp / "policy")
     tokenizer.save_pretrained(tmp / "policy")
     torch.save({**state, "rng": rng_state()}, tmp / STATE_FILE)
+    _test_fault(state["step"])
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in sorted(folder.glob("step_*"))[:-keep] if keep > 0 else []:

@@ -32,6 +32,7 @@ class TrainerConfig:
     warmup_steps: int = 0
     lr_schedule: str = "cosine"
     lr_min_ratio: float = 0.1
+    lr_horizon_steps: int | None = None
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
@@ -79,6 +80,8 @@ class TrainerConfig:
                 raise ConfigError(f"trainer.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"trainer.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_horizon_steps is not None and self.lr_horizon_steps < 1:
+            raise ConfigError(f"trainer.lr_horizon_steps must be >= 1 or null (= trainer.steps), got {self.lr_horizon_steps}")
         if not 0.0 <= self.lr_min_ratio <= 1.0:
             raise ConfigError(f"trainer.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
         if self.overlong_buffer_tokens >= self.max_response_tokens:
@@ -89,12 +92,14 @@ class TrainerConfig:
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` after ``step`` scheduler steps: linear warm-up over
         ``warmup_steps``, then constant (the paper's setting) or a cosine decay to
-        ``lr_min_ratio`` at the last step."""
+        ``lr_min_ratio`` at step ``lr_horizon_steps`` (default ``steps``; a resume that changes
+        ``steps`` keeps the original horizon, rlvr_exp/resume.py), constant after it."""
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         if self.lr_schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        horizon = self.lr_horizon_steps or self.steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, horizon - self.warmup_steps))
         return self.lr_min_ratio + (1.0 - self.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @property

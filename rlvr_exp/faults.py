@@ -84,6 +84,17 @@ class FaultGuard:
                 raise self.fault(f"the policy's logits gave non-finite {what} while scoring the batch")
 
 
+class CheckpointError(RuntimeError):
+    """Writing a checkpoint failed (a full disk, a lost mount). The run stops rather than train on
+    without a way back; the write went to a temporary folder, so the previous checkpoint is intact."""
+
+    def __init__(self, step: int, folder: Path, cause: OSError, previous: Path | None) -> None:
+        back = (f"the previous checkpoint {previous} is intact: resume from it with trainer.resume_from={previous}"
+                if previous is not None else "no earlier checkpoint of this run exists")
+        super().__init__(f"writing the checkpoint of step {step} under {folder} failed ({cause}); the run stops "
+                         f"here; {back} once the disk has room")
+
+
 class NonFiniteLogitsError(NumericalFault):
     """Raised by a rollout that met non-finite logits; the trainer adds the step and checkpoint."""
 

@@ -12,33 +12,34 @@ import transformers
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_exp import jobs
+from rlvr_exp import jobs, resume
 from rlvr_exp.build import build
 
 log = logging.getLogger(__name__)
+resume.register_resolvers()  # conf/train.yaml's hydra.run.dir uses them
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
-    job = jobs.plan(run_dir, overrides, cfg.trainer.resume_from)
-    if job.action == "skip":
-        log.info("skipped: %s already holds %s (delete it to train again)", run_dir, jobs.SUMMARY_FILE)
-        return jobs.stored_metric(job.summary, cfg.optimized_metric)
-    jobs.prepare(job, overrides)
-    if job.action == "resume":
-        log.info("resuming from %s", job.checkpoint)
-        cfg.trainer.resume_from = str(job.checkpoint)
+    if cfg.trainer.resume_from is not None:  # the user's resume: the saved config, in its folder
+        cfg = resume.continue_config(run_dir, cfg)
+    else:
+        job = jobs.plan(run_dir, overrides, None)
+        if job.action == "skip":
+            log.info("skipped: %s already holds %s (delete it to train again)", run_dir, jobs.SUMMARY_FILE)
+            return jobs.stored_metric(job.summary, cfg.optimized_metric)
+        jobs.prepare(job, overrides)
+        if job.action == "resume":
+            log.info("resuming from %s", job.checkpoint)
+            cfg.trainer.resume_from = str(job.checkpoint)
+        write_config(run_dir, cfg)
     try:
         jobs.use_standard_start_method()
         transformers.utils.logging.disable_progress_bar()
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
-        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        choices = dict(HydraConfig.get().runtime.choices)
-        choices.setdefault("shaper", list(cfg.shaper))  # Hydra leaves list choices (shaper=[ppl,position]) out
-        (run_dir / "choices.json").write_text(json.dumps(choices, indent=2))
         trainer = build(cfg, run_dir)
         summary = trainer.fit()
     except Exception:
@@ -46,6 +47,14 @@ def main(cfg: DictConfig) -> float | None:
         raise
     log.info("summary: %s", {k: summary[k] for k in sorted(summary) if k.startswith(("val/accuracy", "entropy/mean_"))})
     return jobs.stored_metric(summary, cfg.optimized_metric)
+
+
+def write_config(run_dir: Path, cfg: DictConfig) -> None:
+    """The resolved config and the config-group choices, beside the metrics."""
+    (run_dir / resume.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    choices = dict(HydraConfig.get().runtime.choices)
+    choices.setdefault("shaper", list(cfg.shaper))  # Hydra leaves list choices (shaper=[ppl,position]) out
+    (run_dir / "choices.json").write_text(json.dumps(choices, indent=2))
 
 
 if __name__ == "__main__":

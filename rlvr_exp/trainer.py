@@ -22,7 +22,7 @@ from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, se
 from rlvr_exp.collect import Collector, ProblemStream
 from rlvr_exp.config import TrainerConfig
 from rlvr_exp.evaluate import Evaluator
-from rlvr_exp.faults import FaultGuard, NonFiniteLogitsError
+from rlvr_exp.faults import CheckpointError, FaultGuard, NonFiniteLogitsError
 from rlvr_exp.logging.run_logger import RunLogger
 from rlvr_exp.logging.summary import run_summary
 from rlvr_exp.logging.token_dump import dump_tokens
@@ -114,8 +114,11 @@ class Trainer:
             "analysis": self.p.analysis.state_dict(),
             "history": self.history, "wandb_run_id": self.run_id,
         }
-        self.guard.last_checkpoint = save_checkpoint(
-            self.run_dir / "checkpoints", self.p.policy, self.p.tokenizer, state, self.cfg.keep_checkpoints)
+        try:
+            self.guard.last_checkpoint = save_checkpoint(
+                self.run_dir / "checkpoints", self.p.policy, self.p.tokenizer, state, self.cfg.keep_checkpoints)
+        except OSError as err:
+            raise CheckpointError(step, self.run_dir / "checkpoints", err, self.guard.last_checkpoint) from err
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, float]:
