@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from rlvr_exp.faults import json_safe
+from rlvr_exp.logging import wandb_guard
 from rlvr_exp.logging.wandb_labels import wandb_labels
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,13 @@ class RunLogger:
     def __init__(
         self, project: str = "rlvr_exp", mode: str = "offline", entity: str | None = None,
         group: str | None = None, job_type: str | None = None, name: str | None = None,
-        tags: list[str] | tuple[str, ...] | None = (), progress_bar: bool = True,
+        tags: list[str] | tuple[str, ...] | None = (), progress_bar: bool = True, init_timeout_s: float = 15.0,
     ) -> None:
         if mode not in WANDB_MODES:
             raise ValueError(f"logger.mode must be one of {WANDB_MODES}, got {mode!r}")
         self.project, self.mode, self.entity, self.group = project, mode, entity, group
         self.job_type, self.name, self.tags, self.progress_bar = job_type, name, list(tags or []), progress_bar
+        self.init_timeout_s = init_timeout_s
         self.run = None
         self.run_dir: Path | None = None
         self._bar: tqdm | None = None
@@ -45,11 +47,12 @@ class RunLogger:
             import wandb
 
             labels = wandb_labels(config, self.group, self.job_type, self.tags)
-            self.run = wandb.init(
+            kwargs = dict(
                 project=self.project, entity=self.entity, group=labels.group, job_type=labels.job_type,
-                name=self.name, tags=labels.tags, config=config, dir=str(self.run_dir), mode=self.mode,
+                name=self.name, tags=labels.tags, config=config, dir=str(self.run_dir),
                 id=run_id, resume="allow" if run_id else None, reinit="finish_previous",
             )
+            self.run = wandb_guard.init(wandb, self.mode, self.init_timeout_s, kwargs)
         if self.progress_bar:
             self._bar = tqdm(total=total_steps, initial=initial_step, desc="rl", dynamic_ncols=True)
         return self.run.id if self.run is not None else None
@@ -60,7 +63,7 @@ class RunLogger:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": step, **{k: json_safe(v) for k, v in clean.items()}}) + "\n")
         if self.run is not None:
-            self.run.log(clean, step=step)
+            wandb_guard.call("log", self.run.log, clean, step=step)
         if self._bar is not None:
             self._last_bar.update({short: clean[k] for k, short in BAR_KEYS.items() if k in clean})
             self._bar.set_postfix({k: f"{v:.3f}" for k, v in self._last_bar.items()}, refresh=False)
@@ -75,17 +78,17 @@ class RunLogger:
     def log_media(self, step: int, items: dict[str, object]) -> None:
         """Tables, histograms, images: W&B objects built by the caller (skipped without a run)."""
         if self.run is not None:
-            self.run.log(items, step=step)
+            wandb_guard.call("log media", self.run.log, items, step=step)
 
     def summary(self, values: dict[str, float]) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(values, indent=2, sort_keys=True))
         if self.run is not None:
-            self.run.summary.update(values)
+            wandb_guard.call("summary", self.run.summary.update, values)
 
     def finish(self, exit_code: int = 0) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         if self.run is not None:
-            self.run.finish(exit_code=exit_code)
+            wandb_guard.call("finish", self.run.finish, exit_code=exit_code)
             self.run = None
