@@ -11,8 +11,19 @@ import pytest
 import torch
 
 from rlvr_exp.algos.grpo import PolicyGradient
+from rlvr_exp.algos.logprobs import LogProbSpec
 from rlvr_exp.batch import RolloutBatch
+from rlvr_exp.faults import FaultGuard
 from rlvr_exp.update import ppo_update
+
+SPEC = LogProbSpec(1.0)
+
+
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, algo: PolicyGradient, batch: RolloutBatch,
+           rows_per_minibatch: int, rows_per_microbatch: int, max_len: int, grad_clip: float):
+    """``ppo_update`` at temperature 1; every update here is finite, so the fault guard admits them all."""
+    return ppo_update(model, optimizer, algo, batch, rows_per_minibatch, rows_per_microbatch, max_len, grad_clip,
+                      FaultGuard(max_consecutive_skips=1), SPEC)
 
 
 class BiasLM(torch.nn.Module):
@@ -54,7 +65,7 @@ def test_hand_computed_step(rows_per_microbatch):
     # grad b_1 = -1/6. SGD with lr 1: b = (-1/6, +1/6); grad norm sqrt(2) / 6.
     model = BiasLM(2)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    meter = ppo_update(model, optimizer, PolicyGradient(), bias_case(), rows_per_minibatch=2,
+    meter = update(model, optimizer, PolicyGradient(), bias_case(), rows_per_minibatch=2,
                        rows_per_microbatch=rows_per_microbatch, max_len=2, grad_clip=100.0)
     assert torch.allclose(model.bias.detach(), torch.tensor([-1 / 6, 1 / 6]), atol=1e-6)
     means = meter.means()
@@ -70,7 +81,7 @@ def test_one_optimizer_step_per_minibatch():
     # loss (1/2)(-1 - 1) = -1. Row 1 alone (b still 0): loss +1, grad b_0 = +1 * 0.5 = 0.5 -> b = (-0.5, 0.5).
     model = BiasLM(2)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    meter = ppo_update(model, optimizer, PolicyGradient(), bias_case(), rows_per_minibatch=1,
+    meter = update(model, optimizer, PolicyGradient(), bias_case(), rows_per_minibatch=1,
                        rows_per_microbatch=1, max_len=2, grad_clip=100.0)
     assert torch.allclose(model.bias.detach(), torch.tensor([-0.5, 0.5]), atol=1e-6)
     means = meter.means()
@@ -94,7 +105,7 @@ def test_microbatches_equal_the_full_minibatch_on_a_real_model(tiny_model, loss_
     for micro in (b, 2, 1):
         model = copy.deepcopy(tiny_model).float()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        meter = ppo_update(model, optimizer, algo, batch, rows_per_minibatch=b, rows_per_microbatch=micro,
+        meter = update(model, optimizer, algo, batch, rows_per_minibatch=b, rows_per_microbatch=micro,
                            max_len=t, grad_clip=1.0e6)
         results.append((torch.cat([p.detach().flatten() for p in model.parameters()]), meter.means()))
     (full, m_full), *others = results
