@@ -48,6 +48,7 @@ class TrainerConfig:
     dump_samples: int | None = None
     score_rows_per_pass: int = 64
     score_entropy: bool = True
+    logprob_chunk_tokens: int = 1024
     num_threads: int = 0
     resume_from: str | None = None
 
@@ -75,7 +76,8 @@ class TrainerConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"trainer.{name} must be > 0, got {getattr(self, name)}")
         for name in ("warmup_steps", "val_every", "checkpoint_every", "dump_tokens_every",
-                     "overlong_buffer_tokens", "weight_decay", "num_threads", "keep_checkpoints"):
+                     "overlong_buffer_tokens", "weight_decay", "num_threads", "keep_checkpoints",
+                     "logprob_chunk_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"trainer.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         if self.lr_schedule not in LR_SCHEDULES:

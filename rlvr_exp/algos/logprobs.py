@@ -8,9 +8,14 @@ entropy metric is therefore the entropy of the sampling distribution; at tempera
 paper's setting, docs/method.md section 8) that is the model's own. Nucleus truncation
 (``top_p`` < 1) is not modelled, as in verl: scores are over the full vocabulary.
 
-Only the logits of response positions are computed (``logits_to_keep``), and the full-vocabulary
-entropy H = logsumexp(z) - sum_v softmax(z)_v z_v is taken row-chunk by row-chunk, so no second
-[B, T, V] tensor is materialised beside the logits.
+Two paths give the same numbers (to float round-off; tests/unit/test_chunked_head.py):
+- a block of N rows x T response positions with N*T <= ``chunk_tokens`` (or ``chunk_tokens`` 0)
+  takes the model's own logits of the response positions (``logits_to_keep``), [N, T, V], and the
+  full-vocabulary entropy H = logsumexp(z) - sum_v softmax(z)_v z_v row-chunk by row-chunk;
+- a larger block takes the decoder's final hidden states of its response tokens (padding left
+  out) and computes the head chunk by chunk, ``chunk_tokens`` tokens at a time, recomputing each
+  chunk's logits in the backward (algos/chunked_head.py): the head's memory is bounded by
+  ``chunk_tokens`` x V logits instead of growing with N x T x V.
 """
 from __future__ import annotations
 
@@ -18,18 +23,29 @@ from dataclasses import dataclass
 
 import torch
 
+from rlvr_exp.algos.chunked_head import check_chunkable, chunked_logprob_entropy
 from rlvr_exp.batch import RolloutBatch
 
 
 @dataclass(frozen=True)
 class LogProbSpec:
-    """How the trainer scores tokens: ``temperature`` divides the logits (the rollout's, > 0)."""
+    """How the trainer scores tokens: ``temperature`` divides the logits (the rollout's, > 0);
+    blocks of more than ``chunk_tokens`` tokens go through the LM head in chunks of that many
+    (0: never; ``trainer.logprob_chunk_tokens``)."""
 
     temperature: float
+    chunk_tokens: int
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"trainer.temperature must be > 0 to score samples, got {self.temperature}")
+        if self.chunk_tokens < 0:
+            raise ValueError(f"trainer.logprob_chunk_tokens must be >= 0 (0: unchunked), got {self.chunk_tokens}")
+
+    def check(self, model: torch.nn.Module) -> None:
+        """Fails early, naming the fix, when chunking is on and ``model``'s head cannot be chunked."""
+        if self.chunk_tokens:
+            check_chunkable(model)
 
 
 def logprob_and_entropy_from_logits(
@@ -69,10 +85,17 @@ def forward_response(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log-probs (and entropies) [N, T] of the response tokens of rows ``index``; 0 on padding."""
     t = batch.response_ids.shape[1]
+    mask, labels = batch.response_mask[index], batch.response_ids[index]
+    if spec.chunk_tokens and mask.numel() > spec.chunk_tokens:
+        head = check_chunkable(model)
+        out = model.get_decoder()(**model_inputs(batch, index), use_cache=False).last_hidden_state
+        hidden = out[:, -(t + 1) : -1]  # [N, T, H]: the positions that predict the response
+        logp, ent = chunked_logprob_entropy(
+            hidden[mask], head.weight, labels[mask], spec.temperature, spec.chunk_tokens, with_entropy)
+        zeros = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device)
+        return zeros.masked_scatter(mask, logp), (zeros.masked_scatter(mask, ent) if ent is not None else None)
     logits = model(**model_inputs(batch, index), logits_to_keep=t + 1, use_cache=False).logits[:, :-1]
-    mask = batch.response_mask[index]
-    logp, ent = logprob_and_entropy_from_logits(
-        logits, batch.response_ids[index], with_entropy, temperature=spec.temperature)
+    logp, ent = logprob_and_entropy_from_logits(logits, labels, with_entropy, temperature=spec.temperature)
     logp = logp * mask
     return logp, (ent * mask if ent is not None else None)
 

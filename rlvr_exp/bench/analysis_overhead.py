@@ -36,7 +36,7 @@ from rlvr_exp.tasks.prompts import PromptEncoder
 CONF = Path(__file__).resolve().parents[2] / "conf"
 STEP_OVERRIDES = ["logger.mode=disabled", "logger.progress_bar=false", "trainer.val_every=0",
                   "trainer.checkpoint_every=0", "trainer.dump_tokens_every=0"]
-SPEC = LogProbSpec(TrainerConfig().temperature)  # the default run's scoring
+SPEC = LogProbSpec(TrainerConfig().temperature, TrainerConfig().logprob_chunk_tokens)  # the default run's scoring
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:

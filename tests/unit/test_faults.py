@@ -17,7 +17,7 @@ from rlvr_exp.rollout.base import SamplingParams
 from rlvr_exp.rollout.hf import HFRollout
 from rlvr_exp.update import ppo_update
 
-SPEC = LogProbSpec(1.0)
+SPEC = LogProbSpec(1.0, 0)
 
 
 def test_guard_skips_then_stops_naming_step_and_checkpoint():

@@ -8,7 +8,7 @@ from rlvr_exp.collect import build_batch
 from rlvr_exp.tasks.base import Problem
 from rlvr_exp.tasks.prompts import PromptEncoder
 
-SPEC = LogProbSpec(1.0)
+SPEC = LogProbSpec(1.0, 0)
 
 
 def test_against_log_softmax():

@@ -16,7 +16,7 @@ from rlvr_exp.tasks.prompts import PromptEncoder
 
 PROBLEMS = [Problem("1+1=", "2"), Problem("12+345=", "357"), Problem("3+4=", "7")]
 RESPONSES = ["\\boxed{2}", "\\boxed{3} and more", "\\boxed{357}", "357", "\\boxed{7}", "no answer here"]
-SPEC = LogProbSpec(1.0)
+SPEC = LogProbSpec(1.0, 0)
 KEYS = {f"probe/{m}_{s}" for m in ("entropy", "logp", "entropy_change", "logp_change") for s in ("pos", "neg")}
 
 

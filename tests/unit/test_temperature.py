@@ -39,18 +39,19 @@ def sample_with_scores(model, tokenizer, prompt: list[int], n: int, new_tokens: 
     return responses, sampler_logp
 
 
-def test_scores_equal_the_samplers_log_probs(tiny_model, char_tokenizer):
+@pytest.mark.parametrize("chunk_tokens", [0, 4])
+def test_scores_equal_the_samplers_log_probs(tiny_model, char_tokenizer, chunk_tokens):
     enc = PromptEncoder(char_tokenizer, chat_template=False, max_prompt_tokens=64)
     problem = Problem("12+34=", "46")
     responses, sampler_logp = sample_with_scores(tiny_model, char_tokenizer, enc(problem), 6, 12)
     batch = build_batch([problem], responses, 6, enc, char_tokenizer, 12)
     mask = batch.response_mask
-    logp, ent = score_batch(tiny_model, batch, 4, True, LogProbSpec(TEMPERATURE))
+    logp, ent = score_batch(tiny_model, batch, 4, True, LogProbSpec(TEMPERATURE, chunk_tokens))
     t = logp.shape[1]
     assert torch.allclose(logp[mask], sampler_logp[:, :t][mask], atol=1e-5)
     assert torch.all(logp[~mask] == 0) and torch.all(ent[~mask] == 0)
     # the model's own distribution (temperature 1) is not what was sampled: far off
-    plain, _ = score_batch(tiny_model, batch, 4, False, LogProbSpec(1.0))
+    plain, _ = score_batch(tiny_model, batch, 4, False, LogProbSpec(1.0, 0))
     assert (plain[mask] - sampler_logp[:, :t][mask]).abs().max() > 0.1
 
 
@@ -59,7 +60,7 @@ def test_entropy_is_that_of_the_sampling_distribution(tiny_model, char_tokenizer
     problem = Problem("3+4=", "7")
     ids = char_tokenizer("\\boxed{7}", add_special_tokens=False)["input_ids"]
     batch = build_batch([problem], [ids], 1, enc, char_tokenizer, 12)
-    _, ent = score_batch(tiny_model, batch, 4, True, LogProbSpec(TEMPERATURE))
+    _, ent = score_batch(tiny_model, batch, 4, True, LogProbSpec(TEMPERATURE, 0))
     full = torch.cat([batch.prompt_ids, batch.response_ids], 1)
     with torch.no_grad():
         z = tiny_model(full).logits[:, batch.prompt_ids.shape[1] - 1 : -1] / TEMPERATURE
@@ -67,8 +68,10 @@ def test_entropy_is_that_of_the_sampling_distribution(tiny_model, char_tokenizer
     assert torch.allclose(ent, -(p * torch.log_softmax(z, -1)).sum(-1), atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_tokens", [0, 4])
 @pytest.mark.parametrize("update_temperature, zero", [(TEMPERATURE, True), (1.0, False)])
-def test_update_and_reference_use_the_same_temperature(tiny_model, char_tokenizer, update_temperature, zero):
+def test_update_and_reference_use_the_same_temperature(tiny_model, char_tokenizer, update_temperature, zero,
+                                                       chunk_tokens):
     """Before the optimizer step the policy is the sampling policy: the update's ratio is 1
     (k3 KL to pi_old 0) and, with the reference a copy, KL to the reference is 0, only when the
     update scores at the rollout temperature too."""
@@ -76,7 +79,7 @@ def test_update_and_reference_use_the_same_temperature(tiny_model, char_tokenize
     problem = Problem("12+34=", "46")
     responses, _ = sample_with_scores(tiny_model, char_tokenizer, enc(problem), 4, 10)
     batch = build_batch([problem], responses, 4, enc, char_tokenizer, 10)
-    spec = LogProbSpec(TEMPERATURE)
+    spec = LogProbSpec(TEMPERATURE, 0)
     batch.logp_old, _ = score_batch(tiny_model, batch, 4, False, spec)
     batch.ref_logp, _ = score_batch(tiny_model, batch, 4, False, spec)
     batch.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5]).unsqueeze(-1) * batch.response_mask
@@ -84,7 +87,7 @@ def test_update_and_reference_use_the_same_temperature(tiny_model, char_tokenize
     model = copy.deepcopy(tiny_model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     meter = ppo_update(model, optimizer, PolicyGradient(kl_coef=0.1), batch, 4, 4, 10, 1.0, FaultGuard(1),
-                       LogProbSpec(update_temperature))
+                       LogProbSpec(update_temperature, chunk_tokens))
     means = meter.means()
     assert (abs(means["train/kl"]) < 1e-10 and abs(means["train/kl_ref"]) < 1e-10) == zero, means
 
