@@ -16,7 +16,7 @@ from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.faults import FaultGuard
 from rlvr_exp.update import ppo_update
 
-SPEC = LogProbSpec(1.0)
+SPEC = LogProbSpec(1.0, 0)  # unchunked: BiasLM has no decoder
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, algo: PolicyGradient, batch: RolloutBatch,
