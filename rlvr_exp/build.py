@@ -16,6 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_exp.config import ConfigError, TrainerConfig
+from rlvr_exp.distributed import SingleProcess, check_shares
+from rlvr_exp.logging.run_logger import SilentLogger
 from rlvr_exp.logging.wandb_labels import choice_config
 from rlvr_exp.shapers.base import OPTIONAL_INPUTS
 from rlvr_exp.shapers.stack import ShaperStack
@@ -73,7 +75,9 @@ def provided_inputs(trainer_cfg: TrainerConfig) -> frozenset[str]:
     return OPTIONAL_INPUTS if trainer_cfg.score_entropy else OPTIONAL_INPUTS - {"entropy"}
 
 
-def build(cfg: DictConfig, run_dir: Path) -> Trainer:
+def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> Trainer:
+    """``dist``: the started ``distributed`` handle (train.py's); built from the config when None."""
+    dist = dist if dist is not None else make("distributed", cfg.distributed)
     trainer_cfg: TrainerConfig = make("trainer", cfg.trainer)
     algo = make("algo", cfg.algo)
     shapers = build_shapers(cfg.shaper, cfg.stage)
@@ -89,16 +93,20 @@ def build(cfg: DictConfig, run_dir: Path) -> Trainer:
     logger = make("logger", cfg.logger)
     analysis = make("analysis", cfg.analysis)
     model_spec = make("model", cfg.model)
+    check_shares(trainer_cfg, analysis.probing, dist.world_size)
     log.info("config checked; loading the model")
-    policy, tokenizer = model_spec.load(task)
+    policy, tokenizer = dist.main_first(lambda: model_spec.load(task))  # a download or cache fill once
     analysis.bind_tokenizer(tokenizer)
     reference = None
     if algo.needs_reference:
-        reference = copy.deepcopy(policy).eval().requires_grad_(False)
+        reference = dist.wrap(copy.deepcopy(policy).eval().requires_grad_(False))
+    policy = dist.wrap(policy)
+    logger = dist.main_only(logger, SilentLogger())
     rollout.bind(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
     encoder = PromptEncoder(tokenizer, model_spec.chat_template, trainer_cfg.max_prompt_tokens)
     parts = Parts(policy=policy, tokenizer=tokenizer, task=task, rollout=rollout, reward_fn=reward_fn, algo=algo,
-                  shapers=shapers, detector=detector, logger=logger, encoder=encoder, analysis=analysis, reference=reference)
+                  shapers=shapers, detector=detector, logger=logger, encoder=encoder, analysis=analysis, reference=reference,
+                  dist=dist)
     return Trainer(trainer_cfg, parts, run_dir, int(cfg.seed), run_config(cfg, run_dir))
 
 

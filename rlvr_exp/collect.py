@@ -10,6 +10,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlvr_exp.batch import RolloutBatch, concat_batches
+from rlvr_exp.distributed import SingleProcess
+from rlvr_exp.logging.meters import MeanMeter
 from rlvr_exp.rewards.base import Reward
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.tasks.base import Problem
@@ -79,17 +81,27 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, factor: f
 
 
 class Collector:
-    """One step's batch: ``prompts_per_step`` groups of ``sampling.n`` scored responses."""
+    """One step's batch: ``prompts_per_step`` groups of ``sampling.n`` scored responses, split
+    between the ranks of ``dist``: each round every rank takes the same ``prompts_per_step``
+    problems from the (identical) stream and samples its own whole groups, a contiguous share
+    of ``prompts_per_step / world_size`` prompts, so group statistics stay on one rank.
+
+    Dynamic sampling under several ranks: rounds go on until EVERY rank has its share (a rank
+    that is full still samples, and drops what it does not need), and each rank then keeps as
+    many groups as the rank that kept fewest (the others drop their surplus), so every rank holds
+    the same number of rows and runs the same number of forward passes."""
 
     def __init__(
         self, stream: ProblemStream, rollout: Rollout, reward_fn: Reward, encoder: PromptEncoder,
         tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, prompts_per_step: int,
         dynamic_sampling: bool, max_rounds: int, overlong_buffer: int = 0, overlong_factor: float = 1.0,
+        dist: SingleProcess | None = None,
     ) -> None:
         self.stream, self.rollout, self.reward_fn, self.encoder = stream, rollout, reward_fn, encoder
         self.tokenizer, self.sampling, self.prompts_per_step = tokenizer, sampling, prompts_per_step
         self.dynamic_sampling, self.max_rounds = dynamic_sampling, max_rounds
         self.overlong_buffer, self.overlong_factor = overlong_buffer, overlong_factor
+        self.dist = dist if dist is not None else SingleProcess()
 
     def _round(self, problems: list[Problem], timing: dict[str, float]) -> RolloutBatch:
         t0 = time.perf_counter()
@@ -104,16 +116,22 @@ class Collector:
         timing["time/reward"] += time.perf_counter() - t1
         return batch
 
+    def _my_share(self) -> list[Problem]:
+        share = self.prompts_per_step // self.dist.world_size
+        return self.stream.take(self.prompts_per_step)[self.dist.rank * share : (self.dist.rank + 1) * share]
+
     def collect(self) -> tuple[RolloutBatch, dict[str, float]]:
         """Returns the kept batch (None if no group was kept) and metrics over every response
-        generated this step (``reward/mean`` and ``train/accuracy`` are not biased by the filter)."""
+        generated this step (``reward/mean`` and ``train/accuracy`` are not biased by the filter),
+        reduced over ranks (``train/groups_kept`` and the ``reward/`` counters are totals)."""
         timing = {"time/generate": 0.0, "time/reward": 0.0}
         kept: list[RolloutBatch] = []
-        n_kept, n_groups, n_all_correct, n_all_wrong, rounds = 0, 0, 0, 0, 0
+        n_kept, n_groups, n_all_correct, n_all_wrong, rounds, n_min = 0, 0, 0, 0, 0, 0
         reward_sum, correct_sum = 0.0, 0.0
-        while rounds < max(1, self.max_rounds) and n_kept < self.prompts_per_step:
+        share = self.prompts_per_step // self.dist.world_size
+        while rounds < max(1, self.max_rounds) and n_min < share:
             rounds += 1
-            batch = self._round(self.stream.take(self.prompts_per_step), timing)
+            batch = self._round(self._my_share(), timing)
             r = batch.rewards.view(-1, self.sampling.n)
             c = batch.correct.view(-1, self.sampling.n)
             n_groups += r.shape[0]
@@ -122,19 +140,27 @@ class Collector:
             n_all_correct += int(c.all(-1).sum())
             n_all_wrong += int((~c).all(-1).sum())
             keep = (r.max(-1).values > r.min(-1).values) if self.dynamic_sampling else torch.ones(r.shape[0], dtype=torch.bool)
-            keep_groups = keep.nonzero().flatten()[: self.prompts_per_step - n_kept]
+            keep_groups = keep.nonzero().flatten()[: share - n_kept]
             rows = (keep_groups.unsqueeze(-1) * self.sampling.n + torch.arange(self.sampling.n)).flatten()
             if rows.numel():
                 kept.append(batch.select(rows))
                 n_kept += len(keep_groups)
+            n_min = int(self.dist.all_reduce(torch.tensor([n_kept]), "min").item())
             if not self.dynamic_sampling:
                 break
-        out = concat_batches(kept, self.tokenizer.pad_token_id) if kept else None
-        stats = {
-            **self.reward_fn.stats(),
-            **timing, "train/sampling_rounds": float(rounds), "train/groups_kept": float(n_kept),
-            "reward/mean": reward_sum / (n_groups * self.sampling.n),
-            "train/accuracy": correct_sum / (n_groups * self.sampling.n),
-            "train/all_correct_share": n_all_correct / n_groups, "train/all_wrong_share": n_all_wrong / n_groups,
-        }
-        return out, stats
+        out = concat_batches(kept, self.tokenizer.pad_token_id) if n_min else None
+        if out is not None and n_min < n_kept:  # another rank kept fewer groups: keep as many
+            out = out.select(torch.arange(n_min * self.sampling.n))
+        meter = MeanMeter()  # (total, count) pairs: exact over ranks; count 0 marks a counter
+        for key, value in self.reward_fn.stats().items():
+            meter.add(key, value, 0.0)
+        for key, value in timing.items():
+            meter.add(key, value, 1.0)
+        meter.add("train/sampling_rounds", float(rounds), 1.0)
+        meter.add("train/groups_kept", float(n_min), 0.0)
+        meter.add("reward/mean", reward_sum, n_groups * self.sampling.n)
+        meter.add("train/accuracy", correct_sum, n_groups * self.sampling.n)
+        meter.add("train/all_correct_share", n_all_correct, n_groups)
+        meter.add("train/all_wrong_share", n_all_wrong, n_groups)
+        meter.all_reduce()
+        return out, meter.means()

@@ -1,5 +1,8 @@
 """Entry point: ``python -m rlvr_exp.train [overrides]``. Builds, fits, returns the metric that
-a Hydra sweeper optimises (``optimized_metric``, default ``val/accuracy_final``)."""
+a Hydra sweeper optimises (``optimized_metric``, default ``val/accuracy_final``).
+
+Under ``torchrun ... -m rlvr_exp.train distributed=fsdp`` every rank runs this; rank 0 alone
+plans the job folder and writes the config files (the others wait and take its plan)."""
 from __future__ import annotations
 
 import json
@@ -13,34 +16,53 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_exp import jobs, resume
-from rlvr_exp.build import build
+from rlvr_exp.build import build, make
+from rlvr_exp.distributed import SingleProcess, run_stamp
 
 log = logging.getLogger(__name__)
 resume.register_resolvers()  # conf/train.yaml's hydra.run.dir uses them
+OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
+    dist = make("distributed", cfg.distributed)
+    dist.start()
+    try:
+        return run(cfg, dist, run_dir, overrides)
+    finally:
+        dist.close()
+
+
+def start_job(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict | None]:
+    """The config to train (the saved one on a user's resume) and, for a finished sweep job to
+    skip, its stored summary (None otherwise). Files the folder's leftovers and writes the config."""
     if cfg.trainer.resume_from is not None:  # the user's resume: the saved config, in its folder
-        cfg = resume.continue_config(run_dir, cfg)
-    else:
-        job = jobs.plan(run_dir, overrides, None)
-        if job.action == "skip":
-            log.info("skipped: %s already holds %s (delete it to train again)", run_dir, jobs.SUMMARY_FILE)
-            return jobs.stored_metric(job.summary, cfg.optimized_metric)
-        jobs.prepare(job, overrides)
-        if job.action == "resume":
-            log.info("resuming from %s", job.checkpoint)
-            cfg.trainer.resume_from = str(job.checkpoint)
-        write_config(run_dir, cfg)
+        return resume.continue_config(run_dir, cfg), None
+    job = jobs.plan(run_dir, overrides, None)
+    if job.action == "skip":
+        return cfg, job.summary
+    jobs.prepare(job, overrides)
+    if job.action == "resume":
+        log.info("resuming from %s", job.checkpoint)
+        cfg.trainer.resume_from = str(job.checkpoint)
+    write_config(run_dir, cfg)
+    return cfg, None
+
+
+def run(cfg: DictConfig, dist: SingleProcess, run_dir: Path, overrides: list[str]) -> float | None:
+    cfg, finished = dist.on_main(lambda: start_job(run_dir, cfg, overrides))  # rank 0 decides for all
+    if finished is not None:
+        log.info("skipped: %s already holds %s (delete it to train again)", run_dir, jobs.SUMMARY_FILE)
+        return jobs.stored_metric(finished, cfg.optimized_metric)
     try:
         jobs.use_standard_start_method()
         transformers.utils.logging.disable_progress_bar()
         if cfg.trainer.num_threads:
             torch.set_num_threads(int(cfg.trainer.num_threads))
-        trainer = build(cfg, run_dir)
+        trainer = build(cfg, run_dir, dist)
         summary = trainer.fit()
     except Exception:
         log.error("failed; traceback in %s", jobs.record_error(run_dir, overrides))

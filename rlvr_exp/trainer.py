@@ -5,10 +5,9 @@ policy before RL. The trainer passes data through and never learns a shaper's na
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,9 +17,10 @@ from rlvr_exp.algos.grpo import PolicyGradient
 from rlvr_exp.algos.logprobs import LogProbSpec, score_batch
 from rlvr_exp.analysis.step import StepAnalysis
 from rlvr_exp.batch import RolloutBatch
-from rlvr_exp.checkpoint import find_checkpoint, load_state, save_checkpoint, set_rng_state
+from rlvr_exp.checkpoint import find_checkpoint, set_rng_state
 from rlvr_exp.collect import Collector, ProblemStream
 from rlvr_exp.config import TrainerConfig
+from rlvr_exp.distributed import SingleProcess
 from rlvr_exp.evaluate import Evaluator
 from rlvr_exp.faults import CheckpointError, FaultGuard, NonFiniteLogitsError
 from rlvr_exp.logging.run_logger import RunLogger
@@ -36,6 +36,7 @@ from rlvr_exp.tasks.prompts import PromptEncoder
 from rlvr_exp.update import ppo_update
 
 log = logging.getLogger(__name__)
+SEED_STRIDE = 1_000_003  # rank r samples with seed + r * SEED_STRIDE
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Parts:
     encoder: PromptEncoder
     analysis: StepAnalysis
     reference: PreTrainedModel | None = None
+    dist: SingleProcess = field(default_factory=SingleProcess)  # ranks: reduce, gather, checkpoint format
 
 
 class Trainer:
@@ -66,7 +68,7 @@ class Trainer:
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
         cfg, p = self.cfg, self.p
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed + SEED_STRIDE * p.dist.rank)  # ranks sample differently; rank 0 as one process
         self.optimizer = torch.optim.AdamW(
             [q for q in p.policy.parameters() if q.requires_grad], lr=cfg.lr,
             weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
@@ -77,7 +79,7 @@ class Trainer:
         self.stream = ProblemStream(p.task.train_problems(), self.seed)
         self.collector = Collector(
             self.stream, p.rollout, p.reward_fn, p.encoder, p.tokenizer, sampling, cfg.prompts_per_step,
-            cfg.dynamic_sampling, cfg.max_sampling_rounds, cfg.overlong_buffer_tokens, cfg.overlong_penalty)
+            cfg.dynamic_sampling, cfg.max_sampling_rounds, cfg.overlong_buffer_tokens, cfg.overlong_penalty, p.dist)
         val = {name: problems[: cfg.val_max_problems] for name, problems in p.task.val_sets().items()}
         val_sampling = SamplingParams(cfg.val_samples_per_problem, cfg.val_temperature, cfg.val_top_p, cfg.max_response_tokens)
         self.evaluator = Evaluator(val, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed)
@@ -88,12 +90,9 @@ class Trainer:
     def _resume(self, checkpoint: Path) -> None:
         """Restores every piece of state and continues in the checkpoint's run folder (its
         ``metrics.jsonl`` is cut back to the checkpoint's step, its W&B run id reused)."""
-        state = load_state(checkpoint)
+        state = self.p.dist.load_checkpoint(checkpoint, self.p.policy, self.optimizer)
         if checkpoint.parent.name == "checkpoints":
             self.run_dir = checkpoint.parent.parent
-        weights = type(self.p.policy).from_pretrained(checkpoint / "policy", dtype=self.p.policy.dtype)
-        self.p.policy.load_state_dict(weights.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         self.p.detector.load_state_dict(state["detector"])
@@ -101,23 +100,21 @@ class Trainer:
         self.history, self.start_step, self.run_id = state["history"], state["step"], state["wandb_run_id"]
         set_rng_state(state["rng"])
         self.p.rollout.sync_weights(self.p.policy)
-        metrics = self.run_dir / "metrics.jsonl"  # drop rows logged after the checkpoint
-        if metrics.exists():
-            rows = [r for r in metrics.read_text().splitlines() if r and json.loads(r)["step"] <= self.start_step]
-            metrics.write_text("".join(r + "\n" for r in rows))
+        self.p.logger.cut_back(self.run_dir, self.start_step)  # drop rows logged after the checkpoint
         self.guard.last_checkpoint = checkpoint
         log.info("resumed from %s at step %d", checkpoint, self.start_step)
 
     def _save(self, step: int) -> None:
         state = {
-            "step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "step": step, "scheduler": self.scheduler.state_dict(),
             "stream": self.stream.state_dict(), "detector": self.p.detector.state_dict(),
             "analysis": self.p.analysis.state_dict(),
             "history": self.history, "wandb_run_id": self.run_id,
         }
         try:
-            self.guard.last_checkpoint = save_checkpoint(
-                self.run_dir / "checkpoints", self.p.policy, self.p.tokenizer, state, self.cfg.keep_checkpoints)
+            self.guard.last_checkpoint = self.p.dist.save_checkpoint(
+                self.run_dir / "checkpoints", self.p.policy, self.optimizer, self.p.tokenizer, state,
+                self.cfg.keep_checkpoints)
         except OSError as err:
             raise CheckpointError(step, self.run_dir / "checkpoints", err, self.guard.last_checkpoint) from err
 
@@ -181,9 +178,9 @@ class Trainer:
         metrics.update(self._shape(batch, step))
         t2 = time.perf_counter()
         g = cfg.samples_per_prompt
-        meter = ppo_update(p.policy, self.optimizer, p.algo, batch, cfg.prompts_per_minibatch * g,
+        meter = ppo_update(p.policy, self.optimizer, p.algo, batch, cfg.prompts_per_minibatch * g // p.dist.world_size,
                            cfg.samples_per_microbatch, cfg.max_response_tokens, cfg.grad_clip, self.guard,
-                           self.spec)
+                           self.spec, p.dist)
         self.guard.check_parameters(p.policy.parameters())
         self.scheduler.step()
         p.rollout.sync_weights(p.policy)
@@ -197,7 +194,7 @@ class Trainer:
                         "train/lr": self.scheduler.get_last_lr()[0]})
         metrics.update(p.analysis.probe_metrics(step, p.policy, self.spec))
         if cfg.dump_tokens_every and step % cfg.dump_tokens_every == 0:
-            dump_tokens(self.run_dir, batch, step, cfg.dump_samples)
+            dump_tokens(self.run_dir, batch, step, cfg.dump_samples, p.dist.shard)
             if p.logger.has_run:
                 p.logger.log_media(step, p.analysis.media(step, batch))
         metrics.update(self._stage(step, metrics))
@@ -214,12 +211,13 @@ class Trainer:
             advantages=batch.advantages_raw, response_mask=batch.response_mask, loss_mask=loss_mask,
             response_len=batch.response_len, step=step, stage=state.name, group_ids=batch.group_ids,
             logp_old=batch.logp_old, entropy=batch.entropy, rel_position=batch.rel_position,
-            rewards=batch.rewards, correct=batch.correct)
+            rewards=batch.rewards, correct=batch.correct, gather=self.p.dist.gather_cat)
         out = self.p.shapers(ctx, state)
         batch.advantages = out.advantages * batch.response_mask
         batch.loss_mask = (out.loss_mask if out.loss_mask is not None else loss_mask) & loss_mask
-        return out.metrics
+        return self.p.dist.mean_over_ranks(out.metrics)
 
     def _stage(self, step: int, metrics: dict) -> dict:
-        state = self.p.detector.update(step, metrics)
+        """Every rank's detector sees rank 0's metrics (the logged ones), so all switch together."""
+        state = self.p.detector.update(step, self.p.dist.broadcast(metrics))
         return {**self.p.detector.signals(), "stage/name": state.name}

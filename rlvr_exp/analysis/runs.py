@@ -2,7 +2,8 @@
 
 A run folder holds ``metrics.jsonl`` (one JSON object per step), ``summary.json``,
 ``config_resolved.yaml``, ``choices.json``, ``.hydra/``, ``tokens/step_<6 digits>.parquet`` (the
-per-token record of docs/method.md section 8), ``checkpoints/step_*/policy/`` and ``wandb/``. A sweep
+per-token record of docs/method.md section 8; a torchrun run writes ``step_<6 digits>.rank_<R>.parquet``
+per rank, read here the same way), ``checkpoints/step_*/policy/`` and ``wandb/``. A sweep
 (multirun) folder holds numbered job folders ``0/ 1/ ...``, each a run folder, and
 ``multirun.yaml``.
 """

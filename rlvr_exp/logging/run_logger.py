@@ -80,6 +80,14 @@ class RunLogger:
         if self.run is not None:
             wandb_guard.call("log media", self.run.log, items, step=step)
 
+    def cut_back(self, run_dir: Path, step: int) -> None:
+        """Drop the rows of ``run_dir/metrics.jsonl`` logged after ``step`` (a resumed run
+        continues from its checkpoint's step)."""
+        metrics = Path(run_dir) / "metrics.jsonl"
+        if metrics.exists():
+            rows = [r for r in metrics.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+            metrics.write_text("".join(r + "\n" for r in rows))
+
     def summary(self, values: dict[str, float]) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(values, indent=2, sort_keys=True))
         if self.run is not None:
@@ -92,3 +100,25 @@ class RunLogger:
         if self.run is not None:
             wandb_guard.call("finish", self.run.finish, exit_code=exit_code)
             self.run = None
+
+
+class SilentLogger(RunLogger):
+    """The logger of every rank but 0 under torchrun: no W&B run, no files, no progress bar
+    (rank 0 logs the run's metrics, which are reduced over ranks)."""
+
+    def __init__(self) -> None:
+        super().__init__(mode="disabled", progress_bar=False)
+
+    def start(self, run_dir: Path, config: dict, total_steps: int, initial_step: int = 0,
+              run_id: str | None = None) -> str | None:
+        self.run_dir = Path(run_dir)
+        return None
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def cut_back(self, run_dir: Path, step: int) -> None:
+        pass
+
+    def summary(self, values: dict[str, float]) -> None:
+        pass

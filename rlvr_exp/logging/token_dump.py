@@ -1,5 +1,8 @@
 """The per-token record (docs/method.md section 8, a contract): one parquet file per dumped step, one row
-per response token (padding excluded), at ``<run dir>/tokens/step_<step:06d>.parquet``."""
+per response token (padding excluded), at ``<run dir>/tokens/step_<step:06d>.parquet``; under torchrun
+one file per rank, ``tokens/step_<step:06d>.rank_<R>.parquet``, whose ``sample`` and ``group`` are
+numbered as in the ranks' batches laid end to end (rank R's rows follow those of ranks 0..R-1), so
+the files of a step concatenate into one batch's record. Readers glob ``step_*.parquet`` (both)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,13 +18,24 @@ COLUMNS = ("step", "sample", "group", "position", "rel_position", "token_id", "l
            "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl")
 
 
-def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None) -> pa.Table:
-    """The record of the first ``max_samples`` responses (all when None) as an arrow table."""
+def token_path(run_dir: Path, step: int, shard: int | None = None) -> Path:
+    """Where a step's record goes: one file, or rank ``shard``'s file."""
+    name = f"step_{step:06d}.parquet" if shard is None else f"step_{step:06d}.rank_{shard}.parquet"
+    return Path(run_dir) / "tokens" / name
+
+
+def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None, shard: int | None = None) -> pa.Table:
+    """The record of the first ``max_samples`` responses (all when None) as an arrow table; with
+    ``shard`` (a rank; every rank holds as many rows and groups) samples and groups get global numbers."""
     n = batch.size if max_samples is None else min(max_samples, batch.size)
     mask = batch.response_mask[:n]
     rows, cols = mask.nonzero(as_tuple=True)
     lengths = batch.response_len[:n]
     logppl = log_ppl(batch.logp_old[:n], mask)  # the PPL shaper's own definition
+    groups, sample_offset = batch.group_ids, 0
+    if shard is not None:
+        unique, dense = torch.unique(batch.group_ids, return_inverse=True)
+        groups, sample_offset = dense + shard * unique.numel(), shard * batch.size
 
     def tok(x: torch.Tensor) -> list:
         return x[:n][rows, cols].tolist()
@@ -31,8 +45,8 @@ def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None) 
 
     data = {
         "step": pa.array([step] * len(rows), pa.int64()),
-        "sample": pa.array(rows.tolist(), pa.int32()),
-        "group": pa.array(per_sample(batch.group_ids), pa.int32()),
+        "sample": pa.array((rows + sample_offset).tolist(), pa.int32()),
+        "group": pa.array(per_sample(groups), pa.int32()),
         "position": pa.array(cols.tolist(), pa.int32()),
         "rel_position": pa.array(tok(batch.rel_position), pa.float32()),
         "token_id": pa.array(tok(batch.response_ids), pa.int32()),
@@ -49,8 +63,9 @@ def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None) 
     return pa.table(data)
 
 
-def dump_tokens(run_dir: Path, batch: RolloutBatch, step: int, max_samples: int | None = None) -> Path:
-    path = Path(run_dir) / "tokens" / f"step_{step:06d}.parquet"
+def dump_tokens(run_dir: Path, batch: RolloutBatch, step: int, max_samples: int | None = None,
+                shard: int | None = None) -> Path:
+    path = token_path(run_dir, step, shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(token_table(batch, step, max_samples), path, compression="zstd")
+    pq.write_table(token_table(batch, step, max_samples, shard), path, compression="zstd")
     return path

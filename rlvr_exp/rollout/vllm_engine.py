@@ -12,6 +12,10 @@ Sampling matches :class:`~rlvr_exp.rollout.hf.HFRollout`: full-vocabulary nucleu
 (top_k off), stop at ``eos_id`` which is kept at the end of a finished response, at most
 ``max_new_tokens``. Each prompt gets a seed drawn from torch's global RNG, so a run is
 reproducible under its seed and its resume point, like the HF path.
+
+Under torchrun (``distributed=fsdp``) every rank starts its own engine on its own GPU and receives
+the gathered full weights after each step. Untested here (no vLLM on the CI machine); vLLM may need
+``distributed_executor_backend="external_launcher"`` to live beside torch's process group.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import os
 import tempfile
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from rlvr_exp.rollout.base import SamplingParams
 
@@ -77,7 +82,10 @@ class VLLMRollout:
     def sync_weights(self, model: torch.nn.Module) -> None:
         if self.llm is None:
             raise RuntimeError("VLLMRollout.sync_weights called before bind(model, pad_id, eos_id)")
-        weights = [(name, t.detach()) for name, t in model.state_dict().items()]
+        # Under FSDP2 (distributed=fsdp) the state dict holds shards (DTensors): each is gathered
+        # whole (a collective every rank joins, in the same order), so each rank's engine gets full weights.
+        weights = [(name, t.full_tensor() if isinstance(t, DTensor) else t.detach())
+                   for name, t in model.state_dict().items()]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
 

@@ -10,6 +10,7 @@ Shapes: B = P*G responses, T response tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -17,6 +18,11 @@ import torch
 
 #: Optional inputs a pipeline may provide to shapers (names of :class:`ShaperContext` fields).
 OPTIONAL_INPUTS = frozenset({"logp_old", "entropy", "group_ids", "rel_position", "rewards", "correct"})
+
+
+def local_values(values: torch.Tensor) -> torch.Tensor:
+    """The one-process ``ShaperContext.gather``: the values themselves."""
+    return values
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class ShaperContext:
     response_len:  [B] long, L_i
     rewards:       [B] float; correct: [B] bool
     step:          the training step (0-based); stage: "rising" or "plateau"
+    gather:        [n] -> [n_all]: a 1-D tensor's values on every rank, concatenated in rank order
+                   (a quantity defined over the whole batch, like a quantile, is computed on
+                   these; in one process it returns its input)
     """
 
     advantages: torch.Tensor
@@ -49,6 +58,7 @@ class ShaperContext:
     rel_position: torch.Tensor | None = None
     rewards: torch.Tensor | None = None
     correct: torch.Tensor | None = None
+    gather: Callable[[torch.Tensor], torch.Tensor] = local_values
 
     def replace(self, **changes: object) -> ShaperContext:
         return replace(self, **changes)

@@ -4,6 +4,7 @@ Math (arXiv 2506.01939, section "RLVR with high-entropy minority tokens" (the 80
 as a token-level analysis switch in arXiv 2508.02260, docs/method.md section 5):
 
     tau = Quantile_{1 - rho}({H_{i,t} : m_{i,t}})     over all response tokens of the batch
+                                                      (of every rank's share, under torchrun)
     keep_{i,t} = m_{i,t} and H_{i,t} >= tau;  A' = A
 
 Conventions: the quantile uses linear interpolation (``torch.quantile``'s rule, computed by sort
@@ -38,7 +39,7 @@ class HighEntropyShaper:
     def __call__(self, ctx: ShaperContext) -> ShaperOutput:
         entropy = need(ctx.entropy, "entropy", type(self).__name__).detach()
         resp = ctx.response_mask.bool()
-        values = entropy[resp]  # [n] response tokens only
+        values = ctx.gather(entropy[resp])  # [n] response tokens of the whole batch (every rank)
         if values.numel() == 0:
             keep, tau = resp.clone(), 0.0
         else:
