@@ -75,7 +75,7 @@ def test_resume_from_sharded_checkpoint_is_exact(run, tmp_path):
     part = shutil.copytree(run, tmp_path / "part", ignore=shutil.ignore_patterns("analysis"))
     shutil.rmtree(part / "checkpoints" / "step_000004")
     (part / "summary.json").unlink()
-    torchrun(tmp_path, run.parents[3] / "cache", f"trainer.resume_from={part}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    torchrun(tmp_path, run.parents[3] / "cache", f"trainer.resume_from={part}")  # continues in part/
     tail = [r for r in rows(part) if r["step"] > 2]
     assert [r["step"] for r in tail] == [3, 4]
     assert strip(tail) == strip([r for r in rows(run) if r["step"] > 2])
