@@ -6,15 +6,18 @@ any model loads, with a message naming the key."""
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_exp.checkpoint import find_checkpoint
 from rlvr_exp.config import ConfigError, TrainerConfig
 from rlvr_exp.distributed import SingleProcess, check_shares
 from rlvr_exp.logging.run_logger import SilentLogger
@@ -31,11 +34,27 @@ def make(key: str, node: Any, **kwargs: Any) -> Any:
     """``instantiate(node)``, turning a constructor's ValueError into a ConfigError naming ``key``."""
     if node is None or (isinstance(node, DictConfig) and "_target_" not in node):
         raise ConfigError(f"{key} is missing or has no _target_; pick an option of the {key.split('.')[0]} group")
+    check_keys(key, node)
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise ConfigError(f"{key}: {cause}") from err
+
+
+def check_keys(key: str, node: DictConfig) -> None:
+    """Raise a ConfigError naming the closest valid keys when ``node`` sets a key its target does
+    not take (a typo added with ``+``, e.g. ``+trainer.lerning_rate=1.0e-5``)."""
+    params = inspect.signature(get_object(node._target_)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [name for name in params if name != "self"]
+    for name in node:
+        if not str(name).startswith("_") and name not in params:
+            initials = "".join(word[:1] for word in str(name).split("_"))  # learning_rate -> lr
+            close = [v for v in valid if v == initials] + difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(f'{key}.{c}' for c in close)}? " if close else ""
+            raise ConfigError(f"{key}.{name} is not a setting of {key}; {hint}valid keys: {', '.join(valid)}")
 
 
 def build_shapers(shaper_cfg: DictConfig, stage_cfg: DictConfig) -> ShaperStack:
@@ -94,6 +113,11 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
     analysis = make("analysis", cfg.analysis)
     model_spec = make("model", cfg.model)
     check_shares(trainer_cfg, analysis.probing, dist.world_size)
+    if trainer_cfg.resume_from is not None:  # a wrong path costs seconds, not a model load
+        try:
+            find_checkpoint(trainer_cfg.resume_from)
+        except FileNotFoundError as err:
+            raise ConfigError(str(err)) from None
     log.info("config checked; loading the model")
     policy, tokenizer = dist.main_first(lambda: model_spec.load(task))  # a download or cache fill once
     analysis.bind_tokenizer(tokenizer)

@@ -7,38 +7,60 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sys
 from pathlib import Path
 
 import hydra
 import torch
 import transformers
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_exp import jobs, resume
 from rlvr_exp.build import build, make
+from rlvr_exp.config import ConfigError
 from rlvr_exp.distributed import SingleProcess, run_stamp
 
 log = logging.getLogger(__name__)
 resume.register_resolvers()  # conf/train.yaml's hydra.run.dir uses them
 OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
+HYDRA_FILES = {".hydra", "train.log"}  # what Hydra writes into a run folder before main runs
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
-    dist = make("distributed", cfg.distributed)
-    dist.start()
+    made_now = {p.name for p in run_dir.iterdir()} <= HYDRA_FILES  # Hydra made it for this process
     try:
-        return run(cfg, dist, run_dir, overrides)
-    finally:
-        dist.close()
+        dist = make("distributed", cfg.distributed)
+        dist.start()
+        try:
+            return run(cfg, dist, run_dir, overrides)
+        finally:
+            dist.close()
+    except ConfigError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher reports it; the job folder keeps error.txt
+        if made_now:  # a refused config leaves no run folder behind (nor an empty dated parent)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if run_dir.parent != Path.cwd() and not any(run_dir.parent.iterdir()):
+                run_dir.parent.rmdir()
+        log.error("refused: %s", err)
+        sys.exit(2)
 
 
 def start_job(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict | None]:
     """The config to train (the saved one on a user's resume) and, for a finished sweep job to
     skip, its stored summary (None otherwise). Files the folder's leftovers and writes the config."""
+    try:  # the folder Hydra made must take files before anything else is checked
+        (run_dir / ".write_test").write_text("")
+        (run_dir / ".write_test").unlink()
+    except OSError as err:
+        raise ConfigError(f"the output folder {run_dir} cannot be written ({err}); point hydra.run.dir "
+                          "(hydra.sweep.dir for -m) at a writable place") from None
     if cfg.trainer.resume_from is not None:  # the user's resume: the saved config, in its folder
         return resume.continue_config(run_dir, cfg), None
     job = jobs.plan(run_dir, overrides, None)
@@ -64,6 +86,8 @@ def run(cfg: DictConfig, dist: SingleProcess, run_dir: Path, overrides: list[str
             torch.set_num_threads(int(cfg.trainer.num_threads))
         trainer = build(cfg, run_dir, dist)
         summary = trainer.fit()
+    except ConfigError:
+        raise  # refused before training: main prints one line
     except Exception:
         log.error("failed; traceback in %s", jobs.record_error(run_dir, overrides))
         raise

@@ -70,3 +70,14 @@ def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path, tiny_model, c
         save_checkpoint(folder, tiny_model, char_tokenizer, {"step": 2}, keep=1)
     assert find_checkpoint(tmp_path) == first
     assert torch.load(first / STATE_FILE, weights_only=False)["step"] == 1
+
+
+def test_a_misspelt_key_names_the_closest_valid_ones():
+    from rlvr_exp.build import make
+    from rlvr_exp.config import ConfigError
+    from tests.conftest import compose
+
+    cfg = compose(["+trainer.lerning_rate=1.0e-5"])
+    with pytest.raises(ConfigError, match=r"trainer.lerning_rate is not a setting of trainer; did you mean "
+                                          r"trainer.lr, trainer.lr_min_ratio\?"):
+        make("trainer", cfg.trainer)

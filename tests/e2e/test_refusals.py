@@ -1,0 +1,27 @@
+"""A refused config, through the real CLI: one clear line, exit code 2, no run folder left behind."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("trainer.lr=-1.0", "trainer.lr must be > 0, got -1.0"),
+    ("trainer.resume_from=/nowhere/run", "trainer.resume_from=/nowhere/run: no checkpoint there"),
+    ("+trainer.lerning_rate=1.0e-5", "did you mean trainer.lr"),
+])
+def test_refused_config_prints_one_message_and_leaves_no_folder(tmp_path, override, says):
+    run = tmp_path / "runs" / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr_exp.train", override, f"hydra.run.dir={run}"], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert out.count(says) == 1 and "Traceback" not in out and out.count("\n") <= 2, out
+    assert not run.exists() and not run.parent.exists()
