@@ -82,4 +82,6 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_state(checkpoint: Path) -> dict:
-    return torch.load(checkpoint / STATE_FILE, weights_only=False)
+    """The trainer state, unpickled with ``weights_only=True``: tensors and plain types only, so a
+    checkpoint someone sent cannot run code on load (every state_dict we save is plain)."""
+    return torch.load(checkpoint / STATE_FILE, weights_only=True)

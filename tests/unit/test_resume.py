@@ -81,3 +81,24 @@ def test_a_misspelt_key_names_the_closest_valid_ones():
     with pytest.raises(ConfigError, match=r"trainer.lerning_rate is not a setting of trainer; did you mean "
                                           r"trainer.lr, trainer.lr_min_ratio\?"):
         make("trainer", cfg.trainer)
+
+
+class Payload:
+    """What a hostile checkpoint could hold: unpickling it would run code."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_state_loads_weights_only(tmp_path, tiny_model, char_tokenizer):
+    from rlvr_exp.checkpoint import load_state
+
+    state = {"step": 3, "history": [{"step": 1, "loss/policy": float("nan"), "stage/name": "rising"}],
+             "stream": {"epoch": 0, "cursor": 5}, "wandb_run_id": None}
+    ckpt = save_checkpoint(tmp_path / "checkpoints", tiny_model, char_tokenizer, state, keep=1)
+    loaded = load_state(ckpt)
+    assert loaded["step"] == 3 and loaded["stream"] == {"epoch": 0, "cursor": 5}
+    assert isinstance(loaded["rng"]["torch"], torch.Tensor)
+    torch.save({"step": 4, "evil": Payload()}, ckpt / STATE_FILE)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        load_state(ckpt)
