@@ -79,6 +79,19 @@ def model_inputs(batch: RolloutBatch, index: torch.Tensor | slice) -> dict[str, 
     return {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids}
 
 
+def final_hidden_states(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's final (normed) hidden states [N, L, H], taken by a hook during the model's own
+    forward with the logits of one position only: wrappers that act on the model's forward (FSDP2
+    gathers the root's parameters, the LM head's among them, there) see an ordinary call."""
+    captured: list[torch.Tensor] = []
+    hook = model.get_decoder().register_forward_hook(lambda _m, _a, out: captured.append(out.last_hidden_state))
+    try:
+        model(**inputs, logits_to_keep=1, use_cache=False)
+    finally:
+        hook.remove()
+    return captured[0]
+
+
 def forward_response(
     model: torch.nn.Module, batch: RolloutBatch, index: torch.Tensor | slice, with_entropy: bool,
     spec: LogProbSpec,
@@ -88,8 +101,7 @@ def forward_response(
     mask, labels = batch.response_mask[index], batch.response_ids[index]
     if spec.chunk_tokens and mask.numel() > spec.chunk_tokens:
         head = check_chunkable(model)
-        out = model.get_decoder()(**model_inputs(batch, index), use_cache=False).last_hidden_state
-        hidden = out[:, -(t + 1) : -1]  # [N, T, H]: the positions that predict the response
+        hidden = final_hidden_states(model, model_inputs(batch, index))[:, -(t + 1) : -1]  # [N, T, H]
         logp, ent = chunked_logprob_entropy(
             hidden[mask], head.weight, labels[mask], spec.temperature, spec.chunk_tokens, with_entropy)
         zeros = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device)
