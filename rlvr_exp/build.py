@@ -22,8 +22,10 @@ from rlvr_exp.config import ConfigError, TrainerConfig
 from rlvr_exp.distributed import SingleProcess, check_shares
 from rlvr_exp.logging.run_logger import SilentLogger
 from rlvr_exp.logging.wandb_labels import choice_config
+from rlvr_exp.models.base import ModelSpec
 from rlvr_exp.shapers.base import OPTIONAL_INPUTS
 from rlvr_exp.shapers.stack import ShaperStack
+from rlvr_exp.stages.base import StageDetector
 from rlvr_exp.tasks.prompts import PromptEncoder
 from rlvr_exp.trainer import Parts, Trainer
 
@@ -105,13 +107,13 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
         raise ConfigError(
             f"shaper stack {list(cfg.shaper)} needs {sorted(missing)}, which this pipeline does not compute; "
             "set trainer.score_entropy=true or drop the shaper")
-    detector = make("stage.detector", cfg.stage.detector)
+    detector: StageDetector = make("stage.detector", cfg.stage.detector)
     task = make("task", cfg.task)
     reward_fn = make("reward", cfg.reward)
     rollout = make("rollout", cfg.rollout)
     logger = make("logger", cfg.logger)
     analysis = make("analysis", cfg.analysis)
-    model_spec = make("model", cfg.model)
+    model_spec: ModelSpec = make("model", cfg.model)
     check_shares(trainer_cfg, analysis.probing, dist.world_size)
     if trainer_cfg.resume_from is not None:  # a wrong path costs seconds, not a model load
         try:
@@ -121,6 +123,7 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
     log.info("config checked; loading the model")
     policy, tokenizer = dist.main_first(lambda: model_spec.load(task))  # a download or cache fill once
     analysis.bind_tokenizer(tokenizer)
+    analysis.bind_answer_format(task.answer_format)
     reference = None
     if algo.needs_reference:
         reference = dist.wrap(copy.deepcopy(policy).eval().requires_grad_(False))

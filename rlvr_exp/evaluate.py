@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rlvr_exp.answers import AnswerFormat
 from rlvr_exp.eval.metrics import summarize
 from rlvr_exp.rewards.base import Reward
-from rlvr_exp.rewards.math_verify import extract_boxed
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.tasks.base import Problem
 from rlvr_exp.tasks.prompts import PromptEncoder
@@ -18,14 +18,17 @@ class Evaluator:
     """``benchmarks`` maps a name to its problems; the name ``val`` logs as ``val/<metric>``,
     any other as ``val/<name>/<metric>``. ``val/accuracy`` (what the summary and the stage
     detector read) is avg@k of the ``val`` set, or with several named sets the unweighted mean of
-    their avg@k, as the paper averages its benchmarks."""
+    their avg@k, as the paper averages its benchmarks. maj@k votes over the answers that
+    ``answer_format`` (the task's) extracts; without a format there is no maj@k."""
 
     def __init__(
         self, benchmarks: dict[str, list[Problem]], rollout: Rollout, reward_fn: Reward,
         encoder: PromptEncoder, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, seed: int,
+        answer_format: AnswerFormat | None,
     ) -> None:
         self.benchmarks, self.rollout, self.reward_fn = benchmarks, rollout, reward_fn
         self.encoder, self.tokenizer, self.sampling, self.seed = encoder, tokenizer, sampling, seed
+        self.answer_format = answer_format
 
     def _one(self, problems: list[Problem]) -> dict[str, float]:
         responses = self.rollout.generate([self.encoder(p) for p in problems], self.sampling)
@@ -34,10 +37,13 @@ class Evaluator:
         _, correct = self.reward_fn(texts, golds)
         n = self.sampling.n
         corr = correct.view(-1, n).tolist()
-        answers = [[extract_boxed(texts[i * n + j]) for j in range(n)] for i in range(len(problems))]
+        fmt = self.answer_format
+        extracted = [fmt.extract(t) if fmt is not None else None for t in texts]
+        answers = [extracted[i * n : (i + 1) * n] for i in range(len(problems))]
         corr, answers = merge_repeats(problems, corr, answers)
         k_max = len(corr[0])
-        out = summarize(corr, answers, sorted({k for k in (1, 2, 4, 8, 16, 32, k_max) if k <= k_max}))
+        ks = sorted({k for k in (1, 2, 4, 8, 16, 32, k_max) if k <= k_max})
+        out = summarize(corr, answers if fmt is not None else None, ks)
         out["accuracy"] = out[f"avg@{k_max}"]
         out["response_len_mean"] = sum(map(len, responses)) / len(responses)
         return out

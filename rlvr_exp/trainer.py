@@ -30,7 +30,7 @@ from rlvr_exp.rewards.base import Reward
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.shapers.base import ShaperContext
 from rlvr_exp.shapers.stack import ShaperStack
-from rlvr_exp.stages.detector import PlateauDetector
+from rlvr_exp.stages.base import StageDetector
 from rlvr_exp.tasks.base import Task
 from rlvr_exp.tasks.prompts import PromptEncoder
 from rlvr_exp.update import ppo_update
@@ -50,7 +50,7 @@ class Parts:
     reward_fn: Reward
     algo: PolicyGradient
     shapers: ShaperStack
-    detector: PlateauDetector
+    detector: StageDetector
     logger: RunLogger
     encoder: PromptEncoder
     analysis: StepAnalysis
@@ -82,7 +82,8 @@ class Trainer:
             cfg.dynamic_sampling, cfg.max_sampling_rounds, cfg.overlong_buffer_tokens, cfg.overlong_penalty, p.dist)
         val = {name: problems[: cfg.val_max_problems] for name, problems in p.task.val_sets().items()}
         val_sampling = SamplingParams(cfg.val_samples_per_problem, cfg.val_temperature, cfg.val_top_p, cfg.max_response_tokens)
-        self.evaluator = Evaluator(val, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed)
+        self.evaluator = Evaluator(val, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed,
+                                   p.task.answer_format)
         self.guard = FaultGuard(cfg.max_nonfinite_skips)
         if cfg.resume_from:
             self._resume(find_checkpoint(cfg.resume_from))

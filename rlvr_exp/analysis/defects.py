@@ -2,8 +2,9 @@
 instance-level analysis: defective output disappears during the rising stage; docs/method.md section 7).
 
 Definitions, per response text y (the decoded response, special tokens skipped):
-- no boxed answer: :func:`rlvr_exp.rewards.math_verify.extract_boxed` finds no complete
-  ``\\boxed{...}``.
+- no answer (``defect/no_<format>_share``, ``defect/no_boxed_share`` for the paper's tasks): the
+  task's :class:`rlvr_exp.answers.AnswerFormat` extracts no answer (for the boxed format: no
+  complete ``\\boxed{...}``). Not measured for a task without a format.
 - degenerate repetition: the tail s = y[len(y) - m:], m = floor(f * len(y)) characters (the last
   ``tail_fraction`` f of the response), is periodic with a period p <= m / k, i.e.
   s[i] = s[i + p] for all i, so s consists of at least k = ``min_repeats`` copies of one p-character
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlvr_exp.answers import AnswerFormat
 from rlvr_exp.logging.meters import MeanMeter
-from rlvr_exp.rewards.math_verify import extract_boxed
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,15 @@ def is_repetitive(text: str, rule: RepetitionRule) -> bool:
     return smallest_period(text[len(text) - m :], m // rule.min_repeats) is not None
 
 
-def has_boxed(text: str) -> bool:
-    """Whether ``text`` holds a complete ``\\boxed{...}`` answer."""
-    return extract_boxed(text) is not None
-
-
-def defect_metrics(meter: MeanMeter, texts: list[str], truncated: torch.Tensor, rule: RepetitionRule) -> None:
-    """``defect/no_boxed_share``, ``defect/repetition_share`` and ``defect/truncated_share``."""
+def defect_metrics(
+    meter: MeanMeter, texts: list[str], truncated: torch.Tensor, rule: RepetitionRule,
+    answer_format: AnswerFormat | None,
+) -> None:
+    """``defect/no_<format name>_share`` (with a format), ``defect/repetition_share`` and
+    ``defect/truncated_share``."""
     n = float(len(texts))
-    meter.add("defect/no_boxed_share", float(sum(not has_boxed(t) for t in texts)), n)
+    if answer_format is not None:
+        missing = sum(answer_format.extract(t) is None for t in texts)
+        meter.add(f"defect/no_{answer_format.name}_share", float(missing), n)
     meter.add("defect/repetition_share", float(sum(is_repetitive(t, rule) for t in texts)), n)
     meter.add("defect/truncated_share", float(truncated.sum()), float(truncated.numel()))

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 import torch
 
+from rlvr_exp.algos.stats import log_ppl
 from rlvr_exp.analysis.defects import RepetitionRule, defect_metrics
+from rlvr_exp.answers import AnswerFormat
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.logging.meters import MeanMeter, distributed, reduce_device, union_keys
-from rlvr_exp.shapers.ppl import log_ppl
 
 #: Quantile levels of the logPPL distribution, logged as ``q<percent>``.
 PPL_QUANTILES = (0.1, 0.5, 0.9)
@@ -75,11 +76,13 @@ class StepMeter(MeanMeter):
 
 @dataclass(frozen=True)
 class LiveOptions:
-    """What the detailed metrics need; ``None`` in :func:`batch_metrics` means basic only."""
+    """What the detailed metrics need; ``None`` in :func:`batch_metrics` means basic only.
+    ``answer_format``: the task's, for the no-answer defect (None: not measured)."""
 
     position_buckets: int = 5
     top_entropy_fraction: float = 0.2
     repetition: RepetitionRule = RepetitionRule()
+    answer_format: AnswerFormat | None = None
 
 
 def linear_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -168,5 +171,5 @@ def batch_metrics(batch: RolloutBatch, options: LiveOptions | None = None) -> St
         entropy_detail(meter, batch, options.position_buckets, options.top_entropy_fraction)
     if batch.logp_old is not None:
         ppl_detail(meter, batch)
-    defect_metrics(meter, batch.texts, batch.truncated, options.repetition)
+    defect_metrics(meter, batch.texts, batch.truncated, options.repetition, options.answer_format)
     return meter

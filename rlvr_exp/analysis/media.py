@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import torch
 
+from rlvr_exp.algos.stats import log_ppl
 from rlvr_exp.batch import RolloutBatch
-from rlvr_exp.shapers.ppl import log_ppl
 
 TokenTexts = Callable[[list[int]], list[str]]
 

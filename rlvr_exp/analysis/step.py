@@ -3,6 +3,8 @@ and W&B media (docs/method.md section 7; arXiv 2508.02260, instance- and token-l
 trainer calls these hooks and knows nothing else about them."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -11,6 +13,7 @@ from rlvr_exp.analysis.defects import RepetitionRule
 from rlvr_exp.analysis.live import LiveOptions, batch_metrics
 from rlvr_exp.analysis.media import TokenTexts, build_media
 from rlvr_exp.analysis.probe import ProbeSet
+from rlvr_exp.answers import AnswerFormat
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.logging.meters import MeanMeter
 
@@ -45,7 +48,8 @@ class StepAnalysis:
     each side), ``batch_metrics(batch)`` after the update, ``probe_metrics(step, policy, spec)`` every
     step (returns {} unless ``step % probe_every == 0``), ``media(step, batch)`` on token-dump
     steps when a W&B run exists. ``bind_tokenizer`` (called once by ``build``) lets the media
-    show token texts.
+    show token texts; ``bind_answer_format`` (the task's, also from ``build``) turns on the
+    no-answer defect share.
 
     With ``enabled=False`` only :func:`rlvr_exp.analysis.live.basic_metrics` is computed: no
     position/top-entropy/quantile/defect metrics, no probe, no media. ``probe_every=0`` turns
@@ -92,6 +96,10 @@ class StepAnalysis:
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Lets ``media`` render token texts (without it, token ids are shown)."""
         self.token_texts = TokenDecoder(tokenizer)
+
+    def bind_answer_format(self, answer_format: AnswerFormat | None) -> None:
+        """Measures ``defect/no_<name>_share`` in ``answer_format`` (None: not measured)."""
+        self.options = replace(self.options, answer_format=answer_format)
 
     def observe(self, batch: RolloutBatch) -> None:
         """Captures the probe sides still missing from the scored ``batch``."""

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from rlvr_exp.algos.logprobs import LogProbSpec, score_batch
 from rlvr_exp.analysis.step import StepAnalysis
+from rlvr_exp.answers import BoxedAnswer
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.collect import build_batch
 from rlvr_exp.config import TrainerConfig
@@ -80,6 +81,7 @@ def hook_times(repeats: int) -> dict[str, float]:
     batch, policy = default_batch()
     on, off = StepAnalysis(), StepAnalysis(enabled=False)
     on.bind_tokenizer(build_char_tokenizer())
+    on.bind_answer_format(BoxedAnswer())
     on.observe(batch)  # capture once, as on the first step
     res = {
         "score_batch (reference)": statistics.median(timed(lambda: score_batch(policy, batch, 64, True, SPEC), repeats)),

@@ -1,8 +1,9 @@
 """Validation metrics over k sampled responses per problem: avg@k, maj@k and unbiased pass@k.
 
 docs/method.md section 7. ``correct[p][i]`` says whether sample i of problem p was judged correct;
-``answers[p][i]`` is its extracted final answer (for example :func:`extract_boxed`), None when it
-has none. Metric keys are un-namespaced (``avg@8``); the caller prefixes ``val/<benchmark>/``.
+``answers[p][i]`` is its extracted final answer (the task's
+:class:`rlvr_exp.answers.AnswerFormat`), None when it has none; with no format at all
+(``answers=None``) there is no maj@k. Metric keys are un-namespaced (``avg@8``); the caller prefixes ``val/<benchmark>/``.
 """
 from __future__ import annotations
 
@@ -72,10 +73,11 @@ def maj_at_k(answers: Sequence[Sequence[str | None]], correct: Sequence[Sequence
 
 def summarize(
     correct: Sequence[Sequence[bool]],
-    answers: Sequence[Sequence[str | None]],
+    answers: Sequence[Sequence[str | None]] | None,
     ks: Sequence[int],
 ) -> dict[str, float]:
     """``avg@n``, ``maj@n`` and ``pass@k`` (mean over problems) for each k in ``ks`` with k <= n.
+    ``maj@n`` only when there are ``answers`` to vote over.
 
     n is the number of samples per problem and must be the same for every problem. Values of k
     above n are left out (pass@k is undefined there); k < 1 raises ValueError.
@@ -87,7 +89,9 @@ def summarize(
     (n,) = sizes
     if any(k < 1 for k in ks):
         raise ValueError(f"every k must be >= 1, got {list(ks)}")
-    out = {f"avg@{n}": avg_at_k(correct), f"maj@{n}": maj_at_k(answers, correct)}
+    out = {f"avg@{n}": avg_at_k(correct)}
+    if answers is not None:
+        out[f"maj@{n}"] = maj_at_k(answers, correct)
     for k in sorted(set(ks)):
         if k <= n:
             out[f"pass@{k}"] = float(np.mean([pass_at_k(n, int(sum(row)), k) for row in correct]))

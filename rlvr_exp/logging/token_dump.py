@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from rlvr_exp.algos.stats import log_ppl
 from rlvr_exp.batch import RolloutBatch
-from rlvr_exp.shapers.ppl import log_ppl
 
 COLUMNS = ("step", "sample", "group", "position", "rel_position", "token_id", "logp_old", "entropy",
            "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl")
@@ -31,7 +31,7 @@ def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None, 
     mask = batch.response_mask[:n]
     rows, cols = mask.nonzero(as_tuple=True)
     lengths = batch.response_len[:n]
-    logppl = log_ppl(batch.logp_old[:n], mask)  # the PPL shaper's own definition
+    logppl = log_ppl(batch.logp_old[:n], mask)  # the PPL shaper's definition (docs/method.md section 3)
     groups, sample_offset = batch.group_ids, 0
     if shard is not None:
         unique, dense = torch.unique(batch.group_ids, return_inverse=True)

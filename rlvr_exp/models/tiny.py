@@ -100,9 +100,12 @@ class TinyQwen2:
         if (folder / "meta.json").exists():
             log.info("warm-start: loading cached policy from %s", folder)
             return Qwen2ForCausalLM.from_pretrained(folder, dtype=torch.float32).to(self.device), tokenizer
+        if task.answer_format is None:
+            raise ValueError(f"model.warmstart needs a task whose answers have a format to demonstrate; "
+                             f"{type(task).__name__} has none: set model.warmstart.enabled=false")
         model = self._fresh(tokenizer)
         ws = {k: v for k, v in self.warmstart.items() if k != "enabled"}
-        meta = sft_warmstart(model, tokenizer, task.train_problems(), seed=self.init_seed, **ws)
+        meta = sft_warmstart(model, tokenizer, task.train_problems(), task.answer_format, seed=self.init_seed, **ws)
         log.info("warm-start: %s", meta)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent))

@@ -7,16 +7,19 @@ import time
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlvr_exp.rewards.math_verify import extract_boxed
+from rlvr_exp.answers import AnswerFormat
 from rlvr_exp.tasks.base import Problem
 
 
-def _sft_batch(tokenizer: PreTrainedTokenizerBase, problems: list[Problem]) -> tuple[torch.Tensor, ...]:
+def _sft_batch(
+    tokenizer: PreTrainedTokenizerBase, problems: list[Problem], answer_format: AnswerFormat
+) -> tuple[torch.Tensor, ...]:
     """Right-padded prompt+completion ids [N, T], attention mask, labels (-100 off the completion)."""
     rows, labels = [], []
     for p in problems:
         prompt = tokenizer(p.question, add_special_tokens=False)["input_ids"]
-        target = tokenizer(f"\\boxed{{{p.answer}}}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        completion = answer_format.render(p.answer)
+        target = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(prompt + target)
         labels.append([-100] * len(prompt) + target)
     width = max(map(len, rows))
@@ -29,21 +32,23 @@ def _sft_batch(tokenizer: PreTrainedTokenizerBase, problems: list[Problem]) -> t
 
 @torch.no_grad()
 def sampled_accuracy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], max_new_tokens: int
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], max_new_tokens: int,
+    answer_format: AnswerFormat,
 ) -> float:
-    """Share of problems whose one sample at temperature 1 has the right boxed answer."""
+    """Share of problems whose one sample at temperature 1 states the right answer in ``answer_format``."""
     tokenizer.padding_side = "left"
     enc = tokenizer([p.question for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)
     out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return sum(extract_boxed(t) == p.answer for t, p in zip(texts, problems)) / len(problems)
+    return sum(answer_format.extract(t) == p.answer for t, p in zip(texts, problems)) / len(problems)
 
 
 def sft_warmstart(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: list[Problem],
+    answer_format: AnswerFormat,
     seed: int = 0,
     lr: float = 1.0e-3,
     batch_size: int = 64,
@@ -54,9 +59,9 @@ def sft_warmstart(
     max_seconds: float = 600.0,
     max_steps: int = 2000,
 ) -> dict:
-    """Train on ``\\boxed{answer}`` completions until the sampled accuracy on ``check_problems``
-    training problems first reaches ``target_accuracy`` (checked every ``check_every`` steps), or
-    a cap is hit. Returns what happened (steps, seconds, accuracy)."""
+    """Train on completions that state the answer in ``answer_format`` (``\\boxed{answer}``) until
+    the sampled accuracy on ``check_problems`` training problems first reaches ``target_accuracy``
+    (checked every ``check_every`` steps), or a cap is hit. Returns what happened (steps, seconds, accuracy)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -65,14 +70,14 @@ def sft_warmstart(
     for step in range(1, max_steps + 1):
         model.train()
         picked = rng.sample(problems, batch_size) if len(problems) >= batch_size else rng.choices(problems, k=batch_size)
-        ids, mask, labels = _sft_batch(tokenizer, picked)
+        ids, mask, labels = _sft_batch(tokenizer, picked, answer_format)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % check_every == 0:
             model.eval()
-            acc = sampled_accuracy(model, tokenizer, probe, max_new_tokens)
+            acc = sampled_accuracy(model, tokenizer, probe, max_new_tokens, answer_format)
             if acc >= target_accuracy or time.perf_counter() - start > max_seconds:
                 break
     model.eval()

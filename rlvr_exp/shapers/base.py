@@ -40,7 +40,7 @@ class ShaperContext:
     rel_position:  [B, T] float, (t - 1) / L_i for 1-based token index t and response length L_i
     response_len:  [B] long, L_i
     rewards:       [B] float; correct: [B] bool
-    step:          the training step (0-based); stage: "rising" or "plateau"
+    step:          the training step (1-based: step k is the k-th update); stage: "rising" or "plateau"
     gather:        [n] -> [n_all]: a 1-D tensor's values on every rank, concatenated in rank order
                    (a quantity defined over the whole batch, like a quantile, is computed on
                    these; in one process it returns its input)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from rlvr_exp.algos.stats import log_ppl
 from rlvr_exp.shapers.base import (
     ShaperContext,
     ShaperOutput,
@@ -39,14 +40,6 @@ from rlvr_exp.shapers.base import (
 SIGMA_FLOOR = 1e-6
 #: Tukey fence factor of the outlier filter.
 IQR_FENCE = 1.5
-
-
-def log_ppl(logp: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """[B] float64 mean negative log-prob over response tokens; 0 for an empty response."""
-    mask = response_mask.bool()
-    logp64 = torch.where(mask, logp.to(torch.float64), logp.new_zeros((), dtype=torch.float64))
-    n_tok = mask.sum(dim=-1).clamp(min=1).to(torch.float64)
-    return -logp64.sum(dim=-1) / n_tok
 
 
 def group_zscores(x: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

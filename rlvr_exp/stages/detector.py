@@ -50,6 +50,9 @@ from rlvr_exp.stages.base import PLATEAU, RISING, StageState
 
 _STEEPEST_Z = 2.0  # noise stds removed from each candidate steepest fall (step 4)
 _DROP_FLOOR = 1.0e-9  # relative floor on a significant drop (float rounding on a constant)
+#: Metric namespaces that exist only when the pipeline computes an optional input: ``entropy/*``
+#: is computed from the token entropies (``trainer.score_entropy``).
+NAMESPACE_INPUTS = {"entropy/": "entropy"}
 
 
 def _check(name: str, value: Any, ok: bool, valid: str) -> None:
@@ -182,6 +185,11 @@ class PlateauDetector:
         return upper_fall <= self.fraction * self._steepest
 
     # ------------------------------------------------------------------------------ views
+    @property
+    def requires(self) -> frozenset[str]:
+        """The optional pipeline inputs ``signal`` is computed from (:data:`NAMESPACE_INPUTS`)."""
+        return frozenset(need for prefix, need in NAMESPACE_INPUTS.items() if self.signal.startswith(prefix))
+
     @property
     def state(self) -> StageState:
         if self._plateau_step is None:

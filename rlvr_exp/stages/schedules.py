@@ -4,7 +4,8 @@ The position bonus of arXiv 2508.02260 ("GRPO + POSITION", docs/method.md sectio
 plateau stage. The released code hard-codes 200 < step < 300 for it, while the results figure
 is consistent with "from the plateau onward"; so the gate is its own component:
 :class:`WindowSchedule` reproduces a fixed window, :class:`PlateauSchedule` follows the online
-detector (:mod:`rlvr_exp.stages.detector`). Steps are the trainer's 0-based step counter.
+detector (:mod:`rlvr_exp.stages.detector`). Steps are the trainer's 1-based counter: step k is
+the k-th policy update (step 0 is the evaluation before RL, where no shaper runs).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from rlvr_exp.stages.base import PLATEAU, StageState
 
 class AlwaysSchedule:
     """Active at every step (the shaper is never gated)."""
+
+    uses_stage = False
 
     def active(self, step: int, state: StageState) -> bool:
         return True
@@ -24,10 +27,12 @@ class AlwaysSchedule:
 class WindowSchedule:
     """Active when ``start <= step < end``; ``end=None`` leaves the window open.
 
-    The released code hard-codes 200 < step < 300 (on verl's step counter) for the position
-    bonus; ``conf/stage/window.yaml`` reproduces it as the round [200, 300). The stage state
-    is ignored.
+    The released code hard-codes 200 < step < 300 (on verl's 1-based step counter, like ours)
+    for the position bonus; ``conf/stage/window.yaml`` reproduces it as [201, 300). The stage
+    state is ignored.
     """
+
+    uses_stage = False
 
     def __init__(self, start: int, end: int | None = None) -> None:
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
@@ -53,6 +58,8 @@ class PlateauSchedule:
     the run. The released code instead hard-codes 200 < step < 300 (see :class:`WindowSchedule`).
     """
 
+    uses_stage = True
+
     def active(self, step: int, state: StageState) -> bool:
         return state.name == PLATEAU
 
@@ -66,6 +73,8 @@ class RisingSchedule:
     The complement of :class:`PlateauSchedule`; the released code's position-bonus window is
     the hard-coded 200 < step < 300 instead.
     """
+
+    uses_stage = True
 
     def active(self, step: int, state: StageState) -> bool:
         return state.name != PLATEAU

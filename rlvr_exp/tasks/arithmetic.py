@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from rlvr_exp.answers import AnswerFormat, BoxedAnswer
 from rlvr_exp.tasks.base import Problem
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -15,7 +16,9 @@ _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * 
 
 class ArithmeticTask:
     """``num_operands`` integers in [0, max_operand] joined by operators drawn from ``ops``,
-    evaluated left to right (no precedence: ``2+3*4`` means ``(2+3)*4``)."""
+    evaluated left to right (no precedence: ``2+3*4`` means ``(2+3)*4``). Answers are boxed."""
+
+    answer_format: AnswerFormat | None = BoxedAnswer()
 
     def __init__(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from rlvr_exp.answers import AnswerFormat
+
 
 @dataclass(frozen=True)
 class Problem:
-    """question: the user's text; answer: the gold answer as a string (verified against
-    ``\\boxed{answer}``); messages: the chat list as shipped, when the source has one."""
+    """question: the user's text; answer: the gold answer as a string (what the reward verifies
+    the response against); messages: the chat list as shipped, when the source has one."""
 
     question: str
     answer: str
@@ -20,7 +22,11 @@ class Problem:
 class Task(Protocol):
     """Serves problems. ``train_problems`` and ``val_problems`` never overlap. ``val_sets`` names
     the validation sets (one ``{"val": val_problems()}`` for a single set; the paper validates on
-    several benchmarks at once)."""
+    several benchmarks at once). ``answer_format`` is how its prompts ask responses to state the
+    final answer (maj@k, the no-answer defect and warm-start demonstrations use it), or None when
+    responses state no extractable answer."""
+
+    answer_format: AnswerFormat | None
 
     def train_problems(self) -> list[Problem]: ...
 

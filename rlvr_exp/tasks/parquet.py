@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from rlvr_exp.rewards.math_verify import normalize_gold
+from rlvr_exp.answers import AnswerFormat, BoxedAnswer, normalize_gold
 from rlvr_exp.tasks.base import Problem
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ class VerlParquetTask:
 
     ``val_path`` is one file (the set ``val``), a list of files (each named by its file stem:
     ``aime24_x8``) or a mapping name -> file; ``val_limit`` applies to each set."""
+
+    answer_format: AnswerFormat | None = BoxedAnswer()  # the shipped prompts ask for \boxed{}
 
     def __init__(
         self, train_path: str, val_path: str | list[str] | dict[str, str],

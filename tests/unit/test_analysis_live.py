@@ -10,10 +10,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from rlvr_exp.analysis.defects import RepetitionRule, defect_metrics, has_boxed, is_repetitive, smallest_period
+from rlvr_exp.analysis.defects import RepetitionRule, defect_metrics, is_repetitive, smallest_period
 from rlvr_exp.analysis.live import StepMeter, linear_quantile, position_buckets
 from rlvr_exp.analysis.media import build_media, entropy_html
 from rlvr_exp.analysis.step import StepAnalysis
+from rlvr_exp.answers import AnswerFormat, BoxedAnswer
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.tasks.base import Problem
 
@@ -40,13 +41,17 @@ def make_batch(values: list[list[float]], correct: list[bool], logp: list[list[f
     )
 
 
+BOXED = BoxedAnswer()  # the arithmetic task's answer format
+
 # Sample 0 (correct, L=2): H = [1, 3];  sample 1 (wrong, L=5): H = [0.5, 2, 2, 4, 0.5].
 TWO = dict(values=[[1.0, 3.0], [0.5, 2.0, 2.0, 4.0, 0.5]], correct=[True, False],
            logp=[[-0.5, -1.5], [-1.0, -2.0, -3.0, -4.0, -5.0]])
 
 
-def metrics(batch: RolloutBatch, **knobs) -> dict[str, float]:
-    meter = StepAnalysis(**knobs).batch_metrics(batch)
+def metrics(batch: RolloutBatch, answer_format: AnswerFormat | None = BOXED, **knobs) -> dict[str, float]:
+    analysis = StepAnalysis(**knobs)
+    analysis.bind_answer_format(answer_format)  # the arithmetic task's, as build.py binds it
+    meter = analysis.batch_metrics(batch)
     meter.all_reduce()
     return meter.means()
 
@@ -141,7 +146,6 @@ RULE = RepetitionRule()
 
 
 def test_defects_on_hand_made_texts():
-    assert has_boxed("so \\boxed{12}") and not has_boxed("no answer")
     for ok in ("\\boxed{12}", "\\boxed{111}", "\\boxed{1111111111}", "1+1=2, so the answer is \\boxed{2}."):
         assert not is_repetitive(ok, RULE), ok
     loop = "Let me compute the sum. " + "I think the answer is 5. " * 20
@@ -150,10 +154,38 @@ def test_defects_on_hand_made_texts():
     assert is_repetitive(loop[:-7], RULE)  # cut mid-copy by the length limit
     texts = ["\\boxed{12}", "no answer", loop, "\\boxed{111}"]
     meter = StepMeter()
-    defect_metrics(meter, texts, torch.tensor([False, False, True, False]), RULE)
+    defect_metrics(meter, texts, torch.tensor([False, False, True, False]), RULE, BoxedAnswer())
     m = meter.means()
     assert m["defect/no_boxed_share"] == 0.5  # "no answer" and the loop
     assert m["defect/repetition_share"] == 0.25 and m["defect/truncated_share"] == 0.25
+
+
+class FinalLine:
+    """A non-math format: the answer is the text after "ANSWER: "."""
+
+    name = "final_line"
+
+    def extract(self, text: str) -> str | None:
+        return text.split("ANSWER: ", 1)[1] if "ANSWER: " in text else None
+
+    def render(self, answer: str) -> str:
+        return f"ANSWER: {answer}"
+
+
+def test_no_answer_share_follows_the_task_format():
+    texts = ["\\boxed{12}", "ANSWER: 3", "ANSWER: 4", "nothing"]
+    truncated = torch.zeros(4, dtype=torch.bool)
+    meter = StepMeter()
+    defect_metrics(meter, texts, truncated, RULE, FinalLine())
+    m = meter.means()
+    assert m["defect/no_final_line_share"] == 0.5  # the boxed one and "nothing"
+    assert "defect/no_boxed_share" not in m
+    none = StepMeter()
+    defect_metrics(none, texts, truncated, RULE, None)  # a task without a format: not measured
+    assert not any(k.startswith("defect/no_") for k in none.means())
+    assert "defect/repetition_share" in none.means()
+    batch = make_batch(**TWO)
+    assert "defect/no_boxed_share" not in metrics(batch, answer_format=None)
 
 
 def test_smallest_period_against_brute_force():

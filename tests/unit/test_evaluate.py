@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from rlvr_exp.answers import BoxedAnswer
 from rlvr_exp.evaluate import Evaluator
 from rlvr_exp.rewards.math_verify import MathVerifyReward
 from rlvr_exp.rollout.base import SamplingParams
@@ -20,12 +21,16 @@ class AnswersTwo:
         return [list(self.ids) for _ in prompts for _ in range(sampling.n)]
 
 
+BOXED = BoxedAnswer()
+
+
 @pytest.fixture
 def evaluate(char_tokenizer):
-    def run(benchmarks):
+    def run(benchmarks, answer_format=BOXED):
         with MathVerifyReward(timeout_s=10.0) as reward:
             ev = Evaluator(benchmarks, AnswersTwo(char_tokenizer), reward, PromptEncoder(char_tokenizer, False, 16),
-                           char_tokenizer, SamplingParams(n=2, temperature=0.6, top_p=0.95, max_new_tokens=8), seed=0)
+                           char_tokenizer, SamplingParams(n=2, temperature=0.6, top_p=0.95, max_new_tokens=8), seed=0,
+                           answer_format=answer_format)
             return ev(step=0)
 
     return run
@@ -43,6 +48,12 @@ def test_one_set_named_val_logs_flat(evaluate):
     m = evaluate({"val": [Problem("1+1=", "2"), Problem("2+2=", "4")]})
     assert m["val/accuracy"] == 0.5 and m["val/avg@2"] == 0.5
     assert not any(k.startswith("val/val/") for k in m)
+
+
+def test_no_answer_format_no_majority_vote(evaluate):
+    m = evaluate({"val": [Problem("1+1=", "2"), Problem("2+2=", "4")]}, answer_format=None)
+    assert m["val/accuracy"] == 0.5 and m["val/pass@2"] == 0.5
+    assert not any("maj@" in k for k in m)
 
 
 def test_repeated_rows_pool_into_one_problem(evaluate):

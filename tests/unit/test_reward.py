@@ -11,7 +11,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from rlvr_exp.rewards.math_verify import MathVerifyReward, extract_boxed, normalize_gold
+from rlvr_exp.answers import extract_boxed, normalize_gold
+from rlvr_exp.rewards.math_verify import MathVerifyReward
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "reward" / "math_verify.yaml"
 HANG = "\\boxed{hang}"
@@ -120,9 +121,10 @@ def test_worker_crash_blames_only_the_culprit() -> None:
 
 def test_picklable_without_pool_and_constructor_has_no_pool(real: MathVerifyReward) -> None:
     fresh = MathVerifyReward()
-    assert fresh._pool is None  # created lazily, on the first call
+    assert not fresh.pool.started  # started lazily, on the first call
+    real(["\\boxed{1}"], ["1"])
     copy = pickle.loads(pickle.dumps(real))
-    assert copy._pool is None and copy.timeout_s == real.timeout_s
+    assert real.pool.started and not copy.pool.started and copy.timeout_s == real.timeout_s
 
 
 def test_rejects_bad_arguments() -> None:
@@ -147,7 +149,7 @@ def test_config_composes_to_the_defaults() -> None:
     reward = instantiate(OmegaConf.load(CONF))
     assert isinstance(reward, MathVerifyReward)
     assert (reward.correct_reward, reward.wrong_reward, reward.timeout_s) == (1.0, -1.0, 5.0)
-    assert reward._pool is None
+    assert not reward.pool.started
 
 
 @pytest.mark.parametrize(
