@@ -57,7 +57,7 @@ def test_writes_every_artifact(run_inprocess):
     # of a joblib/loky launcher worker)
     assert children_started_by(run) == []
     summary, run_dir, trainer = out["run"]
-    assert trainer.p.reward_fn._pool is None
+    assert not trainer.p.reward_fn.pool.started
     for key in ("val/accuracy_initial", "val/accuracy_last", "val/accuracy_final", "entropy/mean_initial",
                 "entropy/mean_final", "time/wall_seconds"):
         assert key in summary
