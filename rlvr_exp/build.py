@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr_exp.checkpoint import find_checkpoint
 from rlvr_exp.config import ConfigError, TrainerConfig
-from rlvr_exp.distributed import SingleProcess, check_shares
+from rlvr_exp.distributed import SingleProcess
 from rlvr_exp.logging.run_logger import SilentLogger
 from rlvr_exp.logging.wandb_labels import choice_config
 from rlvr_exp.models.base import ModelSpec
@@ -114,7 +114,7 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
     logger = make("logger", cfg.logger)
     analysis = make("analysis", cfg.analysis)
     model_spec: ModelSpec = make("model", cfg.model)
-    check_shares(trainer_cfg, analysis.probing, dist.world_size)
+    dist.check(trainer_cfg, analysis.probing)
     if trainer_cfg.resume_from is not None:  # a wrong path costs seconds, not a model load
         try:
             find_checkpoint(trainer_cfg.resume_from)

@@ -44,6 +44,10 @@ class SingleProcess:
         """The rank in per-rank file names (``tokens/step_X.rank_R.parquet``); None: one file."""
         return None
 
+    def check(self, trainer: Any, probing: bool) -> None:
+        """Refuse, before a model loads, trainer settings these ranks cannot run (ConfigError)."""
+        check_shares(trainer, probing, self.world_size)
+
     def start(self) -> None:
         """Join the process group (nothing to join here)."""
 
@@ -116,17 +120,24 @@ class FSDP(SingleProcess):
         for key, value in (("param_dtype", param_dtype), ("reduce_dtype", reduce_dtype)):
             if value is not None and value not in DTYPES:
                 raise ValueError(f"distributed.{key} must be null or one of {sorted(DTYPES)}, got {value!r}")
-        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            raise ValueError("distributed=fsdp needs the RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT that torchrun "
-                             "sets: launch with torchrun --nproc_per_node=N -m rlvr_exp.train distributed=fsdp ...")
         self.backend, self.sharding = backend, sharding
         self.param_dtype, self.reduce_dtype = param_dtype, reduce_dtype
-        self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.rank, self.world_size, self.local_rank = launch_ranks()
 
     @property
     def shard(self) -> int | None:
         return self.rank
+
+    def check(self, trainer: Any, probing: bool) -> None:
+        """Also refuses the chunked LM head (``trainer.logprob_chunk_tokens`` > 0): it runs the
+        decoder and reads the head's weight outside the root module's forward, where FSDP2 holds
+        the root's parameters (embeddings, final norm, head) as shards."""
+        from rlvr_exp.config import ConfigError
+
+        check_shares(trainer, probing, self.world_size)
+        if trainer.logprob_chunk_tokens:
+            raise ConfigError("trainer.logprob_chunk_tokens must be 0 with distributed=fsdp (the chunked LM head "
+                              "does not run on FSDP2-sharded models yet); set trainer.logprob_chunk_tokens=0")
 
     @property
     def device(self) -> torch.device:
@@ -138,6 +149,10 @@ class FSDP(SingleProcess):
         return self.backend
 
     def start(self) -> None:
+        if "MASTER_ADDR" not in os.environ:  # a SLURM task (launcher=slurm): the first node hosts the store
+            from submitit.helpers import TorchDistributedEnvironment
+
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         if self._backend() == "nccl":
             torch.cuda.set_device(self.local_rank)
         if not torch.distributed.is_initialized():
@@ -215,6 +230,19 @@ class FSDP(SingleProcess):
 
     def load_checkpoint(self, checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
         return dist_checkpoint.load(checkpoint, model, optimizer, self.rank)
+
+
+def launch_ranks() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK) or,
+    in a SLURM task started by ``launcher=slurm`` (submitit runs one task per GPU with srun), from
+    SLURM's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0"))
+    raise ValueError("distributed=fsdp needs the ranks torchrun (or SLURM) describes: launch with "
+                     "torchrun --nproc_per_node=N -m rlvr_exp.train distributed=fsdp ..., or use launcher=slurm")
 
 
 def check_shares(trainer: Any, probing: bool, world_size: int) -> None:

@@ -20,7 +20,7 @@ from tests.e2e.test_train import rows, strip
 pytestmark = pytest.mark.slow  # two torchrun launches of 2 processes: minutes on a shared 2-core machine
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["distributed=fsdp", "trainer.steps=4", "trainer.val_every=2", "trainer.checkpoint_every=2",
-         "trainer.keep_checkpoints=3", "trainer.dump_tokens_every=1", "analysis.probe_every=0",
+         "trainer.keep_checkpoints=3", "trainer.dump_tokens_every=1", "analysis.probe_every=0", "trainer.logprob_chunk_tokens=0",
          "task.max_operand=4", "task.num_train=20", "task.num_val=4", "trainer.prompts_per_step=4",
          "trainer.prompts_per_minibatch=2", "trainer.samples_per_prompt=4",
          "trainer.num_threads=1", "logger.mode=disabled", "logger.progress_bar=false"]

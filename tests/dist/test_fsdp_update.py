@@ -17,7 +17,7 @@ from rlvr_exp.algos.grpo import PolicyGradient
 from rlvr_exp.algos.logprobs import LogProbSpec
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.config import ConfigError, TrainerConfig
-from rlvr_exp.distributed import FSDP, SingleProcess, check_shares
+from rlvr_exp.distributed import FSDP, SingleProcess, check_shares, launch_ranks
 from rlvr_exp.faults import FaultGuard
 from rlvr_exp.update import ppo_update
 from tests.conftest import CONF
@@ -56,7 +56,7 @@ def update(policy: torch.nn.Module, batch: RolloutBatch, rows_per_minibatch: int
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1.0e-2, weight_decay=0.01)
     algo = PolicyGradient(eps_low=0.2, eps_high=0.28, loss_agg="token-mean")
     ppo_update(policy, optimizer, algo, batch, rows_per_minibatch, ROWS_PER_MICRO, T, 0.5, FaultGuard(1),
-               LogProbSpec(1.0), dist)
+               LogProbSpec(1.0, 0), dist)
 
 
 def rank_rows(rank: int, world: int) -> torch.Tensor:
@@ -141,6 +141,29 @@ def test_fsdp_yaml_holds_the_constructor_defaults(monkeypatch):
 
 
 def test_fsdp_outside_torchrun_says_how_to_launch(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
+    for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
     with pytest.raises(ValueError, match="launch with torchrun"):
         FSDP()
+
+
+def test_fsdp_refuses_the_chunked_head(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="trainer.logprob_chunk_tokens=0"):
+        FSDP().check(TrainerConfig(prompts_per_step=4, prompts_per_minibatch=2, logprob_chunk_tokens=1024), False)
+    FSDP().check(TrainerConfig(prompts_per_step=4, prompts_per_minibatch=2, logprob_chunk_tokens=0), False)
+    SingleProcess().check(TrainerConfig(logprob_chunk_tokens=1024), True)
+
+
+def test_ranks_come_from_torchrun_or_slurm(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "5")  # launcher=slurm: 2 nodes x 4 tasks, the second node's second task
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert launch_ranks() == (5, 8, 1)
+    monkeypatch.setenv("RANK", "3")  # torchrun's variables win (torchrun inside a SLURM allocation)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert launch_ranks() == (3, 4, 3)
