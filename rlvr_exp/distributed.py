@@ -45,7 +45,14 @@ class SingleProcess:
         return None
 
     def check(self, trainer: Any, probing: bool) -> None:
-        """Refuse, before a model loads, trainer settings these ranks cannot run (ConfigError)."""
+        """Refuse, before a model loads, trainer settings these ranks cannot run (ConfigError);
+        here also a launch by torchrun with several processes (each would train alone)."""
+        from rlvr_exp.config import ConfigError
+
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1:
+            raise ConfigError(f"distributed=single, but torchrun started {launched} processes: add "
+                              "distributed=fsdp (or run one process)")
         check_shares(trainer, probing, self.world_size)
 
     def start(self) -> None:

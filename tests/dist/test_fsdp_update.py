@@ -153,7 +153,11 @@ def test_fsdp_refuses_the_chunked_head(monkeypatch):
     with pytest.raises(ConfigError, match="trainer.logprob_chunk_tokens=0"):
         FSDP().check(TrainerConfig(prompts_per_step=4, prompts_per_minibatch=2, logprob_chunk_tokens=1024), False)
     FSDP().check(TrainerConfig(prompts_per_step=4, prompts_per_minibatch=2, logprob_chunk_tokens=0), False)
+    monkeypatch.delenv("WORLD_SIZE")
     SingleProcess().check(TrainerConfig(logprob_chunk_tokens=1024), True)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun without distributed=fsdp: every rank would train alone
+    with pytest.raises(ConfigError, match="add distributed=fsdp"):
+        SingleProcess().check(TrainerConfig(), False)
 
 
 def test_ranks_come_from_torchrun_or_slurm(monkeypatch):
