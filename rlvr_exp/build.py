@@ -23,9 +23,11 @@ from rlvr_exp.distributed import SingleProcess
 from rlvr_exp.logging.run_logger import SilentLogger
 from rlvr_exp.logging.wandb_labels import choice_config
 from rlvr_exp.models.base import ModelSpec
+from rlvr_exp.preflight import audit_prompts, check_context
 from rlvr_exp.shapers.base import OPTIONAL_INPUTS
 from rlvr_exp.shapers.stack import ShaperStack
 from rlvr_exp.stages.base import StageDetector
+from rlvr_exp.tasks.base import Task
 from rlvr_exp.tasks.prompts import PromptEncoder
 from rlvr_exp.trainer import Parts, Trainer
 
@@ -120,8 +122,10 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
             find_checkpoint(trainer_cfg.resume_from)
         except FileNotFoundError as err:
             raise ConfigError(str(err)) from None
+    preflight(model_spec, task, trainer_cfg)
     log.info("config checked; loading the model")
     policy, tokenizer = dist.main_first(lambda: model_spec.load(task))  # a download or cache fill once
+    check_context(policy.config.max_position_embeddings, trainer_cfg, "the loaded model")
     analysis.bind_tokenizer(tokenizer)
     analysis.bind_answer_format(task.answer_format)
     reference = None
@@ -135,6 +139,13 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
                   shapers=shapers, detector=detector, logger=logger, encoder=encoder, analysis=analysis, reference=reference,
                   dist=dist)
     return Trainer(trainer_cfg, parts, run_dir, int(cfg.seed), run_config(cfg, run_dir))
+
+
+def preflight(model_spec: ModelSpec, task: Task, trainer_cfg: TrainerConfig) -> None:
+    """Checks that need the model's context and tokenizer but not its weights (rlvr_exp/preflight.py)."""
+    check_context(model_spec.max_positions(), trainer_cfg, "the model")
+    encoder = PromptEncoder(model_spec.tokenizer(), model_spec.chat_template, trainer_cfg.max_prompt_tokens)
+    audit_prompts(encoder, task.train_problems(), trainer_cfg.max_prompt_cut_share)
 
 
 def run_config(cfg: DictConfig, run_dir: Path | None = None) -> dict:

@@ -1,5 +1,5 @@
 """Collecting a training batch: sample G responses per prompt, score them, and (DAPO dynamic
-sampling, arXiv 2503.14476 section 3.2) drop groups whose rewards are all equal, generating
+sampling, arXiv 2503.14476 section 3.2) drop groups whose responses are all correct or all wrong, generating
 more rounds until the batch is full or the round budget is spent."""
 from __future__ import annotations
 
@@ -126,12 +126,14 @@ class Collector:
         reduced over ranks (``train/groups_kept`` and the ``reward/`` counters are totals)."""
         timing = {"time/generate": 0.0, "time/reward": 0.0}
         kept: list[RolloutBatch] = []
-        n_kept, n_groups, n_all_correct, n_all_wrong, rounds, n_min = 0, 0, 0, 0, 0, 0
+        n_kept, n_groups, n_all_correct, n_all_wrong, rounds, n_min, n_cut = 0, 0, 0, 0, 0, 0, 0
         reward_sum, correct_sum = 0.0, 0.0
         share = self.prompts_per_step // self.dist.world_size
         while rounds < max(1, self.max_rounds) and n_min < share:
             rounds += 1
-            batch = self._round(self._my_share(), timing)
+            problems = self._my_share()
+            batch = self._round(problems, timing)
+            n_cut += sum(self.encoder.was_cut(p) for p in problems)
             r = batch.rewards.view(-1, self.sampling.n)
             c = batch.correct.view(-1, self.sampling.n)
             n_groups += r.shape[0]
@@ -139,7 +141,9 @@ class Collector:
             correct_sum += float(c.sum())
             n_all_correct += int(c.all(-1).sum())
             n_all_wrong += int((~c).all(-1).sum())
-            keep = (r.max(-1).values > r.min(-1).values) if self.dynamic_sampling else torch.ones(r.shape[0], dtype=torch.bool)
+            # Mixed correctness, not mixed reward: the released code filters on `acc` (filter_groups.metric=acc),
+            # so an all-correct group that differs only by its overlong penalty is dropped (docs/method.md section 2).
+            keep = (c.any(-1) & ~c.all(-1)) if self.dynamic_sampling else torch.ones(r.shape[0], dtype=torch.bool)
             keep_groups = keep.nonzero().flatten()[: share - n_kept]
             rows = (keep_groups.unsqueeze(-1) * self.sampling.n + torch.arange(self.sampling.n)).flatten()
             if rows.numel():
@@ -162,5 +166,6 @@ class Collector:
         meter.add("train/accuracy", correct_sum, n_groups * self.sampling.n)
         meter.add("train/all_correct_share", n_all_correct, n_groups)
         meter.add("train/all_wrong_share", n_all_wrong, n_groups)
+        meter.add("train/prompt_truncated_share", n_cut, n_groups)
         meter.all_reduce()
         return out, meter.means()

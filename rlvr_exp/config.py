@@ -21,6 +21,7 @@ class TrainerConfig:
     samples_per_microbatch: int = 64
     max_prompt_tokens: int = 64
     max_response_tokens: int = 16
+    max_prompt_cut_share: float = 0.25
     temperature: float = 1.0
     top_p: float = 1.0
     dynamic_sampling: bool = True
@@ -60,9 +61,15 @@ class TrainerConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if self.prompts_per_step % self.prompts_per_minibatch:
+            divisors = [d for d in range(1, self.prompts_per_step + 1) if self.prompts_per_step % d == 0]
             raise ConfigError(
                 f"trainer.prompts_per_step ({self.prompts_per_step}) must be a multiple of "
-                f"trainer.prompts_per_minibatch ({self.prompts_per_minibatch})")
+                f"trainer.prompts_per_minibatch ({self.prompts_per_minibatch}), the prompts per optimizer update; "
+                f"changing one means setting the other too, e.g. trainer.prompts_per_minibatch="
+                f"{max(d for d in divisors if d <= self.prompts_per_minibatch)} (divisors of "
+                f"{self.prompts_per_step}: {divisors[:12]})")
+        if not 0.0 <= self.max_prompt_cut_share <= 1.0:
+            raise ConfigError(f"trainer.max_prompt_cut_share must be in [0, 1], got {self.max_prompt_cut_share}")
         if self.samples_per_prompt < 2:
             raise ConfigError(f"trainer.samples_per_prompt must be >= 2 for group advantages, got {self.samples_per_prompt}")
         if not self.temperature > 0:

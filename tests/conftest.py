@@ -12,7 +12,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-BENCHMARKS = REPO.parent / "shared" / "data" / "benchmarks"
+BENCHMARKS = Path(os.environ.get("RLVR_EXP_BENCHMARKS", REPO.parent / "shared" / "data" / "benchmarks"))
 
 
 @pytest.fixture(scope="session")

@@ -20,3 +20,12 @@ class ModelSpec(Protocol):
         """The policy on its device and its tokenizer, whose ``pad_token_id`` and ``eos_token_id``
         are set. ``task`` may shape the model (the tiny model warm-starts on its problems)."""
         ...
+
+    def max_positions(self) -> int | None:
+        """The context (``max_position_embeddings``) read without loading weights, or None when it
+        cannot be read yet (then ``build.py`` checks the loaded model's)."""
+        ...
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer alone, for start-up checks before ``load`` (rlvr_exp/preflight.py)."""
+        ...

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr_exp.tasks.base import Task
 
@@ -34,6 +34,24 @@ class PretrainedLM:
         self.name_or_path, self.dtype, self.device = name_or_path, dtype, device
         self.chat_template, self.gradient_checkpointing = chat_template, gradient_checkpointing
         self.attn_implementation, self.revision = attn_implementation, revision
+
+    def max_positions(self) -> int | None:
+        """``max_position_embeddings`` from the model's config file alone (no weights), or None
+        when the config cannot be read here (the hub is unreachable: checked after loading)."""
+        try:
+            config = AutoConfig.from_pretrained(self.name_or_path, revision=self.revision)
+        except OSError:
+            return None
+        return config.max_position_embeddings
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer alone, for start-up checks before the weights load."""
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, revision=self.revision)
+        except OSError as err:
+            raise OSError(f"model.name_or_path={self.name_or_path!r}: no tokenizer could be loaded ({err}). Give a "
+                          "local folder with config.json and weights, or a hub id on a machine that reaches the hub") from err
+        return finish_tokenizer(tokenizer)
 
     def load(self, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         try:

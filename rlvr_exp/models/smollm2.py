@@ -75,6 +75,12 @@ class SmolLM2(PretrainedLM):
             shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
+    def max_positions(self) -> int:
+        return AutoConfig.from_pretrained(self.convert()).max_position_embeddings
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return finish_tokenizer(AutoTokenizer.from_pretrained(self.convert()))
+
     def load(self, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         folder = self.convert()
         tokenizer = AutoTokenizer.from_pretrained(folder)

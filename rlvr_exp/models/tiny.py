@@ -92,6 +92,14 @@ class TinyQwen2:
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def max_positions(self) -> int:
+        """The context length (prompt + response tokens), known without building the model."""
+        return self.arch["max_position"]
+
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        """The tokenizer alone, for start-up checks before the (warm-started) model exists."""
+        return build_char_tokenizer()
+
     def load(self, task: Task) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
         tokenizer = build_char_tokenizer()
         if not self.warmstart.get("enabled", True):

@@ -1,6 +1,7 @@
 """Supervised warm-start on generated demonstrations, stopped at a target sampled accuracy."""
 from __future__ import annotations
 
+import logging
 import random
 import time
 
@@ -9,6 +10,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr_exp.answers import AnswerFormat
 from rlvr_exp.tasks.base import Problem
+
+log = logging.getLogger(__name__)
 
 
 def _sft_batch(
@@ -78,8 +81,16 @@ def sft_warmstart(
         if step % check_every == 0:
             model.eval()
             acc = sampled_accuracy(model, tokenizer, probe, max_new_tokens, answer_format)
-            if acc >= target_accuracy or time.perf_counter() - start > max_seconds:
+            elapsed = time.perf_counter() - start
+            log.info("warm-start step %d/%d: sampled accuracy %.3f (target %.3f), loss %.3f, %.0f s of %.0f",
+                     step, max_steps, acc, target_accuracy, float(loss.detach()), elapsed, max_seconds)
+            if acc >= target_accuracy or elapsed > max_seconds:
                 break
     model.eval()
+    if acc < target_accuracy:
+        log.warning("warm-start gave up after %d steps and %.0f s at sampled accuracy %.3f, below its target %.3f "
+                    "(model.warmstart.max_steps / max_seconds); the policy starts from there. A task the tiny model "
+                    "cannot learn (long real-math prompts) belongs to a pretrained model (model=smollm2_135m or model=hf)",
+                    step, time.perf_counter() - start, acc, target_accuracy)
     return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "sampled_accuracy": acc,
             "target_accuracy": target_accuracy, "last_loss": float(loss.detach())}

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlvr_exp.answers import AnswerFormat, BoxedAnswer, normalize_gold
@@ -27,22 +28,24 @@ REQUIRED_COLUMNS = ("prompt", "reward_model")
 _READ_BATCH_ROWS = 1024
 
 
-def load_verl_parquet(path: str, limit: int | None = None) -> tuple[list[Problem], list[str]]:
+def load_verl_parquet(path: str, limit: int | None = None, key: str = "task.train_path") -> tuple[list[Problem], list[str]]:
     """Read at most ``limit`` problems (the first valid rows, in file order) from ``path``.
 
     Returns ``(problems, skipped)``: ``skipped`` holds one human-readable line per malformed row
     (row index, what is wrong, "skipped"). Raises FileNotFoundError when ``path`` is missing and
-    ValueError when the file lacks a required column or ``limit`` is negative.
+    ValueError when it is not a parquet file, lacks a required column or ``limit`` is negative;
+    each message names ``path`` and the config ``key`` it was given by.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    file = _open(path)
+    file = _open(path, key)
     names = set(file.schema_arrow.names)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise ValueError(
-            f"{path} lacks column(s) {missing} of the verl schema (has {sorted(names)}); "
-            f"point `task.path` at a parquet with `prompt` and `reward_model.ground_truth`"
+            f"{key}={path!r} lacks column(s) {missing} of the verl schema (has {sorted(names)}); point "
+            f"{key} at a parquet with `prompt` and `reward_model.ground_truth`, or read other columns with "
+            "task=files (task.train.question_field / answer_field)"
         )
     columns = [*REQUIRED_COLUMNS, *(["data_source"] if "data_source" in names else [])]
     problems: list[Problem] = []
@@ -96,18 +99,22 @@ def parse_row(row: dict) -> tuple[Problem | None, str]:
 class ParquetTask:
     """A benchmark (or training set) read from a verl-schema parquet file on :meth:`load`.
 
-    ``limit`` keeps the first ``limit`` valid problems. The constructor does no I/O.
+    ``limit`` keeps the first ``limit`` valid problems; ``key`` is the config key that gave
+    ``path`` (named in errors). The constructor reads nothing; :meth:`check` looks for the file.
     """
 
-    def __init__(self, path: str, limit: int | None = None) -> None:
+    def __init__(self, path: str, limit: int | None = None, key: str = "task.train_path") -> None:
         if limit is not None and limit < 0:
-            raise ValueError(f"task.limit must be >= 0 or null, got {limit}")
-        self.path = path
-        self.limit = limit
+            raise ValueError(f"{key.replace('path', 'limit')} must be >= 0 or null, got {limit}")
+        self.path, self.limit, self.key = path, limit, key
+
+    def check(self) -> None:
+        """Raise FileNotFoundError, naming the key, when the file is absent."""
+        _resolve(self.path, self.key)
 
     def load(self) -> list[Problem]:
         """Read the file; log a warning naming every skipped row."""
-        problems, skipped = load_verl_parquet(self.path, self.limit)
+        problems, skipped = load_verl_parquet(self.path, self.limit, self.key)
         for line in skipped:
             logger.warning("%s: %s", self.path, line)
         if skipped:
@@ -116,14 +123,23 @@ class ParquetTask:
         return problems
 
 
-def _open(path: str) -> pq.ParquetFile:
+def _resolve(path: str, key: str) -> Path:
     resolved = Path(path).expanduser()
     if not resolved.is_file():
         raise FileNotFoundError(
-            f"no parquet file at {path!r} (resolved to {resolved.resolve()}); point `task.path` "
+            f"{key}={path!r}: no such file (resolved to {resolved.resolve()}); point {key} "
             f"at a verl-schema parquet (columns prompt, reward_model.ground_truth)"
         )
-    return pq.ParquetFile(resolved)
+    return resolved
+
+
+def _open(path: str, key: str) -> pq.ParquetFile:
+    resolved = _resolve(path, key)
+    try:
+        return pq.ParquetFile(resolved)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{key}={path!r} is not a readable parquet file ({err}); task=parquet reads verl-schema "
+                         "parquet, task=files also reads .jsonl and .csv") from err
 
 
 def _describe(value: object) -> str:
@@ -139,7 +155,8 @@ class VerlParquetTask:
     """A train/validation task from verl-schema parquet files (for example a local copy of
     ``RUC-AIBOX/STILL-3-RL-90K`` for training and MATH-500 for validation). Files are read on
     first use, never in the constructor. The problems already carry their boxed-answer
-    instruction, so ``model.chat_template=true`` sends their chat list as shipped.
+    instruction, so ``model.chat_template=true`` sends their chat list as shipped. Every file
+    must exist when the task is built (before any model loads).
 
     ``val_path`` is one file (the set ``val``), a list of files (each named by its file stem:
     ``aime24_x8``) or a mapping name -> file; ``val_limit`` applies to each set."""
@@ -150,8 +167,13 @@ class VerlParquetTask:
         self, train_path: str, val_path: str | list[str] | dict[str, str],
         train_limit: int | None = None, val_limit: int | None = None,
     ) -> None:
-        self.train = ParquetTask(train_path, train_limit)
-        self.val = {name: ParquetTask(path, val_limit) for name, path in _name_val_paths(val_path).items()}
+        named = _name_val_paths(val_path)
+        self.train = ParquetTask(train_path, train_limit, "task.train_path")
+        single = isinstance(val_path, str)
+        self.val = {name: ParquetTask(path, val_limit, "task.val_path" if single else f"task.val_path[{name}]")
+                    for name, path in named.items()}
+        for task in (self.train, *self.val.values()):
+            task.check()
         self._train: list[Problem] | None = None
         self._val: dict[str, list[Problem]] | None = None
 

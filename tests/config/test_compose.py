@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import shutil
+import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from rlvr_exp.build import ConfigError, build_shapers, make
 from rlvr_exp.stages.schedules import AlwaysSchedule, PlateauSchedule, WindowSchedule
@@ -20,10 +23,26 @@ from rlvr_exp.stages.schedules import AlwaysSchedule, PlateauSchedule, WindowSch
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # Git-ignored, per-machine files that live beside the options but are not options themselves.
 NOT_OPTIONS = {("launcher", "local_secrets")}
-# Options with mandatory values: what they need to instantiate (the task reads its files lazily).
-DATA = ["task.train_path=/data/train.parquet", "task.val_path=/data/val.parquet"]
-NEEDS = {("task", "parquet"): DATA, ("experiment", "paper_qwen2.5_7b"): DATA,
-         ("experiment", "paper_qwen2.5_math_7b"): DATA}
+
+
+def _data_files() -> tuple[str, str]:
+    """A tiny verl-schema parquet and a JSONL file made here: tasks check that their files exist
+    when built (and read them lazily)."""
+    folder = Path(tempfile.mkdtemp(prefix="rlvr_compose_"))
+    pq.write_table(pa.table({"prompt": [[{"role": "user", "content": "1+1?"}]],
+                             "reward_model": [{"style": "rule", "ground_truth": "2"}]}), folder / "verl.parquet")
+    (folder / "rows.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    return str(folder / "verl.parquet"), str(folder / "rows.jsonl")
+
+
+VERL_FILE, ROWS_FILE = _data_files()
+# Options with mandatory values or files: what they need to instantiate.
+DATA = [f"task.train_path={VERL_FILE}", f"task.val_path={VERL_FILE}"]
+BENCH = [f"task.val.{name}.path={VERL_FILE}" for name in ("aime24", "aime25", "amc23", "math500")]  # the shared files' stand-ins
+NEEDS = {("task", "parquet"): DATA, ("task", "files"): [f"task.train.path={ROWS_FILE}", f"task.val.val.path={ROWS_FILE}"],
+         ("task", "benchmarks"): [f"task.train.path={ROWS_FILE}", *BENCH], ("task", "still3"): BENCH,
+         ("task", "dapo_math"): BENCH, ("task", "math_lighteval"): [f"task.val.math500.path={VERL_FILE}"],
+         ("experiment", "paper_qwen2.5_7b"): BENCH, ("experiment", "paper_qwen2.5_math_7b"): BENCH}
 
 
 def group_options(conf: Path = CONF) -> list[tuple[str, str]]:
@@ -138,33 +157,37 @@ def test_demo_is_the_embedded_default():
                {k: v for k, v in plain.hydra.runtime.choices.items() if k != "experiment"}
 
 
-@pytest.mark.parametrize(("name", "model"), [("paper_qwen2.5_7b", "Qwen/Qwen2.5-7B"),
-                                             ("paper_qwen2.5_math_7b", "Qwen/Qwen2.5-Math-7B")])
-def test_paper_presets_hold_the_spec_hyperparameters(name, model):
-    with hydra_job([f"experiment={name}", *DATA]) as cfg:
+@pytest.mark.parametrize(("name", "model", "lengths"), [("paper_qwen2.5_7b", "Qwen/Qwen2.5-7B", (1024, 8192)),
+                                                      ("paper_qwen2.5_math_7b", "Qwen/Qwen2.5-Math-7B", (1024, 3072))])
+def test_paper_presets_hold_the_spec_hyperparameters(name, model, lengths):
+    with hydra_job([f"experiment={name}", *BENCH]) as cfg:
         t = make("trainer", cfg.trainer)
         assert cfg.model.name_or_path == model
-        assert (cfg.hydra.runtime.choices.algo, cfg.hydra.runtime.choices.task) == ("grpo", "parquet")
+        assert (cfg.hydra.runtime.choices.algo, cfg.hydra.runtime.choices.task) == ("grpo", "still3")
         assert list(cfg.shaper) == ["none"]
         algo = (cfg.algo.eps_low, cfg.algo.eps_high, cfg.algo.loss_agg, cfg.algo.kl_coef)
         assert algo == (0.2, 0.28, "token-mean", 0.0)
     assert (t.lr, t.warmup_steps, t.weight_decay, t.grad_clip) == (1.0e-6, 10, 0.1, 1.0)
     assert (t.prompts_per_step, t.samples_per_prompt, t.prompts_per_minibatch, t.updates_per_step) == (512, 8, 32, 16)
-    assert (t.max_prompt_tokens, t.max_response_tokens) == (1024, 8192)
+    # Qwen2.5-Math-7B has 4096 positions (max_position_embeddings): the released 1024 + 8192 cannot run on it
+    assert (t.max_prompt_tokens, t.max_response_tokens) == lengths
     assert (t.temperature, t.top_p, t.val_temperature, t.val_top_p) == (1.0, 1.0, 0.6, 0.95)
     assert t.val_samples_per_problem == 1  # the authors' AIME files hold each problem 8 times: avg@8
     assert (t.val_every, t.steps, t.overlong_buffer_tokens, t.dynamic_sampling) == (10, 600, 0, True)
+    assert t.mask_truncated is False  # the released code keeps truncated responses' advantages (see the preset)
 
 
 @pytest.mark.parametrize("name", ["paper_qwen2.5_7b", "paper_qwen2.5_math_7b"])
-def test_paper_presets_demand_their_data(name):
-    with hydra_job([f"experiment={name}"]) as cfg:
-        with pytest.raises(MissingMandatoryValue, match="task.train_path"):
-            make("task", cfg.task)
+def test_paper_presets_train_on_still3_with_the_paper_prompt(name):
+    with hydra_job([f"experiment={name}", *BENCH]) as cfg:
+        task = make("task", cfg.task)
+    assert (task.train.hub, task.train.question_field) == ("RUC-AIBOX/STILL-3-RL-90K", "prompt")
+    assert task.template.endswith("put your final answer within \\boxed{}.")
+    assert sorted(task.val) == ["aime24", "aime25", "amc23", "math500"]
 
 
 def test_paper_preset_stacks_with_a_strategy():
-    with hydra_job(["experiment=[paper_qwen2.5_math_7b,ppl_position]", *DATA]) as cfg:
+    with hydra_job(["experiment=[paper_qwen2.5_math_7b,ppl_position]", *BENCH]) as cfg:
         assert cfg.model.name_or_path == "Qwen/Qwen2.5-Math-7B" and cfg.trainer.prompts_per_step == 512
         assert cfg.logger.job_type == "ppl_position"
         assert [(n, type(s)) for n, s in schedules(cfg)] == STRATEGIES["ppl_position"]

@@ -34,6 +34,10 @@ DELIBERATE: dict[str, set[str]] = {
     "model/qwen2_5_7b.yaml": {"gradient_checkpointing"},
     "model/qwen2_5_math_7b.yaml": {"gradient_checkpointing"},
     "stage/window.yaml": {"schedule.end"},                               # the released 200 < step < 300
+    "trainer/pretrained.yaml": {"prompts_per_step", "prompts_per_minibatch", "samples_per_microbatch",  # real models
+                                "max_prompt_tokens", "max_response_tokens", "lr", "warmup_steps", "lr_schedule",
+                                "weight_decay", "max_sampling_rounds", "val_every", "val_max_problems",
+                                "score_rows_per_pass", "dump_samples"},
 }
 # (target, key) of nested nodes without a _target_ that the target forwards to a function, and
 # the keys of such a node that the target itself consumes.

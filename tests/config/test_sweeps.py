@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from rlvr_exp import jobs
-from tests.config.test_compose import CONF, DATA, build_cheap, group_options, hydra_job
+from tests.config.test_compose import BENCH, CONF, build_cheap, group_options, hydra_job
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 GROUPS = {g for g, _ in group_options()}
@@ -112,7 +112,7 @@ def test_a_shaper_stack_is_one_sweep_choice(cli):
 
 
 def test_paper_scale_arms_are_preset_stacks():
-    cli = ["sweep=shaper_ablation", *DATA, "seed=0",
+    cli = ["sweep=shaper_ablation", *BENCH, "seed=0",
            "experiment=[paper_qwen2.5_7b,grpo],[paper_qwen2.5_7b,ppl_position]"]
     jobs_ = expand("shaper_ablation", cli)
     assert len(jobs_) == 2

@@ -64,10 +64,24 @@ def problems(*scripts: str) -> list[Problem]:
     return [Problem(question=f"q{i}|{s}", answer=s) for i, s in enumerate(scripts)]
 
 
+class FakeEncoder:
+    """Prompt ids are the question's characters; the problems numbered in ``cut`` count as cut."""
+
+    def __init__(self, cut: frozenset[int] = frozenset()) -> None:
+        self.cut = cut
+
+    def __call__(self, problem: Problem) -> list[int]:
+        return [ord(ch) for ch in problem.question]
+
+    def was_cut(self, problem: Problem) -> bool:
+        return int(problem.question.split("|")[0][1:]) in self.cut
+
+
 def collector(scripts: list[str], prompts_per_step: int = 2, max_rounds: int = 3, dynamic: bool = True,
-              buffer: int = 0, factor: float = 1.0, max_new_tokens: int = 8) -> tuple[Collector, FakeRollout]:
+              buffer: int = 0, factor: float = 1.0, max_new_tokens: int = 8,
+              cut: frozenset[int] = frozenset()) -> tuple[Collector, FakeRollout]:
     rollout = FakeRollout()
-    c = Collector(ListStream(problems(*scripts)), rollout, FakeReward(), lambda p: [ord(ch) for ch in p.question],
+    c = Collector(ListStream(problems(*scripts)), rollout, FakeReward(), FakeEncoder(cut),
                   FakeTokenizer(), SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens),
                   prompts_per_step, dynamic, max_rounds, buffer, factor)
     return c, rollout
@@ -130,14 +144,24 @@ def test_without_dynamic_sampling_one_round_keeps_every_group():
     assert stats["train/sampling_rounds"] == 1.0 and stats["train/groups_kept"] == 2.0
 
 
-def test_overlong_penalty_enters_the_reward_before_the_filter():
-    # "Rr": both right, lengths 1 and 2 tokens (+EOS: 2 and 3). max_new_tokens 3, buffer 2:
-    # penalty -(L - 1) / 2 -> -0.5 and -1.0, so the group's rewards 0.5 and 0.0 differ: kept.
-    c, _ = collector(["Rr", "RR"], prompts_per_step=1, buffer=2, max_new_tokens=3)
+def test_filter_reads_correctness_not_the_penalised_reward():
+    # Round 1, "Rr": both right, lengths 1 and 2 tokens (+EOS: 2 and 3). max_new_tokens 3, buffer 2:
+    # penalty -(L - 1) / 2 -> -0.5 and -1.0, rewards 0.5 and 0.0 differ, yet the group is all
+    # correct: dropped, as the released code filters on `acc`. Round 2, "Rw": mixed, kept, with the
+    # penalty in its rewards: 1 - 0.5 = 0.5 and -1 - 1.0 = -2.0.
+    c, rollout = collector(["Rr", "Rw"], prompts_per_step=1, max_rounds=2, buffer=2, max_new_tokens=3)
     batch, stats = c.collect()
-    assert batch.rewards.tolist() == [0.5, 0.0]
-    assert batch.correct.tolist() == [True, True]
-    assert stats["train/sampling_rounds"] == 1.0
+    assert rollout.calls == [1, 1] and stats["train/sampling_rounds"] == 2.0
+    assert [p.answer for p in batch.problems] == ["Rw", "Rw"]
+    assert batch.rewards.tolist() == [0.5, -2.0]
+    assert batch.correct.tolist() == [True, False]
+    assert stats["train/all_correct_share"] == 0.5
+
+
+def test_prompt_truncated_share_counts_the_step_prompts_that_were_cut():
+    c, _ = collector(["RW", "WR", "RW", "RR"], prompts_per_step=4, max_rounds=1, cut=frozenset({0, 3}))
+    _, stats = c.collect()
+    assert stats["train/prompt_truncated_share"] == 0.5  # 2 of the 4 prompts drawn
 
 
 class TestOverlongPenalty:

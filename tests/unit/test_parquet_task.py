@@ -83,7 +83,7 @@ def test_malformed_rows_reported_and_skipped(
 
 def test_missing_file_and_missing_column(tmp_path: Path) -> None:
     task = ParquetTask(str(tmp_path / "nope.parquet"))  # no I/O yet
-    with pytest.raises(FileNotFoundError, match="task.path"):
+    with pytest.raises(FileNotFoundError, match="task.train_path=.*nope.parquet.*no such file"):
         task.load()
     pq.write_table(pa.table({"prompt": ["x"]}), tmp_path / "no_gold.parquet")
     with pytest.raises(ValueError, match="reward_model"):
@@ -138,3 +138,44 @@ def test_bad_val_path_is_refused_by_name(val_path, message):
 
     with pytest.raises(ValueError, match=f"task.val_path.*{message}"):
         VerlParquetTask("train.parquet", val_path)
+
+
+def _verl_file(path: Path, rows: int = 2) -> str:
+    prompt = [[{"role": "user", "content": f"q{i}"}] for i in range(rows)]
+    gold = [{"style": "rule", "ground_truth": str(i)} for i in range(rows)]
+    pq.write_table(pa.table({"prompt": prompt, "reward_model": gold}), path)
+    return str(path)
+
+
+def test_missing_files_are_found_when_the_task_is_built_and_named_by_key(tmp_path: Path) -> None:
+    from rlvr_exp.tasks.parquet import VerlParquetTask
+
+    good = _verl_file(tmp_path / "good.parquet")
+    with pytest.raises(FileNotFoundError, match=r"task\.train_path='.*absent\.parquet': no such file"):
+        VerlParquetTask(str(tmp_path / "absent.parquet"), good)
+    with pytest.raises(FileNotFoundError, match=r"task\.val_path='.*absent\.parquet'"):
+        VerlParquetTask(good, str(tmp_path / "absent.parquet"))
+    with pytest.raises(FileNotFoundError, match=r"task\.val_path\[math\]="):
+        VerlParquetTask(good, {"ok": good, "math": str(tmp_path / "absent.parquet")})
+
+
+def test_a_file_that_is_not_parquet_names_its_path_and_key(tmp_path: Path) -> None:
+    from rlvr_exp.tasks.parquet import VerlParquetTask
+
+    good = _verl_file(tmp_path / "good.parquet")
+    text = tmp_path / "val.parquet"
+    text.write_text('{"question": "1+1", "answer": "2"}\n')
+    task = VerlParquetTask(good, str(text))
+    with pytest.raises(ValueError, match=r"task\.val_path='.*val\.parquet' is not a readable parquet file"):
+        task.val_sets()
+    assert len(task.train_problems()) == 2
+
+
+def test_missing_columns_name_the_key_and_the_columns_present(tmp_path: Path) -> None:
+    from rlvr_exp.tasks.parquet import VerlParquetTask
+
+    pq.write_table(pa.table({"question": ["x"], "answer": ["1"]}), tmp_path / "plain.parquet")
+    task = VerlParquetTask(str(tmp_path / "plain.parquet"), _verl_file(tmp_path / "v.parquet"))
+    lacks = r"task\.train_path=.*lacks column\(s\) \['prompt', 'reward_model'\].*'answer', 'question'"
+    with pytest.raises(ValueError, match=lacks):
+        task.train_problems()

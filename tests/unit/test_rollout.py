@@ -43,3 +43,34 @@ def test_generate_after_close_says_bind_first(tiny_model, char_tokenizer):
     with pytest.raises(RuntimeError, match="before bind"):
         rollout.generate(prompts(char_tokenizer), SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=2))
 
+
+
+def _sample(model, tok, seed: int) -> list[list[int]]:
+    rollout = HFRollout()
+    rollout.bind(model, tok.pad_token_id, tok.eos_token_id)
+    torch.manual_seed(seed)
+    return rollout.generate(prompts(tok), SamplingParams(n=16, temperature=1.0, top_p=1.0, max_new_tokens=8))
+
+
+def test_model_generation_config_never_changes_sampling(tiny_model, char_tokenizer):
+    """A checkpoint's generation_config with repetition_penalty=1.5 and top_k=5 must not leak
+    into sampling: the same seed gives the same samples as with a clean config."""
+    import copy
+
+    from transformers import GenerationConfig
+
+    clean = copy.deepcopy(tiny_model)
+    clean.generation_config = GenerationConfig()
+    shipped = copy.deepcopy(tiny_model)
+    shipped.generation_config = GenerationConfig(repetition_penalty=1.5, top_k=5, do_sample=False, min_new_tokens=4)
+    assert _sample(shipped, char_tokenizer, 7) == _sample(clean, char_tokenizer, 7)
+    assert shipped.generation_config.top_k == 5  # restored after the call
+    # The leak is real: generate left to the model's config samples differently (guards the test).
+    torch.manual_seed(7)
+    ids = torch.tensor([prompts(char_tokenizer)[0]] * 16)
+    leaked = shipped.generate(input_ids=ids, do_sample=True, temperature=1.0, max_new_tokens=8,
+                              pad_token_id=char_tokenizer.pad_token_id, eos_token_id=char_tokenizer.eos_token_id)
+    torch.manual_seed(7)
+    plain = clean.generate(input_ids=ids, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=8,
+                           pad_token_id=char_tokenizer.pad_token_id, eos_token_id=char_tokenizer.eos_token_id)
+    assert leaked.tolist() != plain.tolist()
