@@ -20,7 +20,7 @@ def generation_config(sampling: SamplingParams, pad_id: int, eos_id: int) -> Gen
         do_sample=not greedy, num_beams=1, temperature=1.0 if greedy else sampling.temperature,
         top_p=1.0 if greedy else sampling.top_p, top_k=None if greedy else 0, min_p=None, typical_p=1.0,
         epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
-        no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, length_penalty=1.0, min_length=0, min_new_tokens=0,
+        no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, length_penalty=1.0, min_new_tokens=0,
         max_new_tokens=sampling.max_new_tokens, renormalize_logits=False, remove_invalid_values=False,
         num_return_sequences=1, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
     )
