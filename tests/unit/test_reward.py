@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rlvr_exp.answers import extract_boxed, normalize_gold
-from rlvr_exp.rewards.math_verify import MathVerifyReward
+from rlvr_exp.rewards.math_verify import MathVerifyReward, pair_digest
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "reward" / "math_verify.yaml"
 HANG = "\\boxed{hang}"
@@ -142,7 +142,8 @@ def test_lru_cache_evicts_oldest() -> None:
     reward = MathVerifyReward(cache_size=2)
     for key in [("a", "1"), ("b", "1"), ("c", "1")]:
         reward._cache_put(key, True)
-    assert list(reward._cache) == [("b", "1"), ("c", "1")]
+    assert list(reward._cache) == [pair_digest(("b", "1")), pair_digest(("c", "1"))]
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in reward._cache)  # no response text kept
 
 
 def test_config_composes_to_the_defaults() -> None:
