@@ -36,7 +36,8 @@ class NumericalFault(RuntimeError):
 
 def fault_message(step: int, cause: str, last_checkpoint: Path | None) -> str:
     where = (f"the last checkpoint saved before it is {last_checkpoint} (resume from it, or from an older one "
-             f"if the damage started earlier, with trainer.resume_from=<checkpoint> and e.g. a lower trainer.lr)"
+             f"if the damage started earlier, with trainer.resume_from=<checkpoint>; a resume keeps the saved "
+             f"config, so a lower trainer.lr means a new run)"
              if last_checkpoint is not None else "no checkpoint was saved before it (trainer.checkpoint_every)")
     return f"numerical fault at step {step}: {cause}; {where}"
 

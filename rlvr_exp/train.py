@@ -22,6 +22,7 @@ from rlvr_exp import jobs, resume
 from rlvr_exp.build import build, make
 from rlvr_exp.config import ConfigError
 from rlvr_exp.distributed import SingleProcess, run_stamp
+from rlvr_exp.faults import CheckpointError, NumericalFault
 
 log = logging.getLogger(__name__)
 resume.register_resolvers()  # conf/train.yaml's hydra.run.dir uses them
@@ -50,6 +51,11 @@ def main(cfg: DictConfig) -> float | None:
                 run_dir.parent.rmdir()
         log.error("refused: %s", err)
         sys.exit(2)
+    except (NumericalFault, CheckpointError) as err:  # named faults: the message says what to do
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        log.error("stopped: %s", err)  # the line before names error.txt, which holds the traceback
+        sys.exit(3)
 
 
 def start_job(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict | None]:

@@ -25,3 +25,20 @@ def test_refused_config_prints_one_message_and_leaves_no_folder(tmp_path, overri
     assert proc.returncode == 2, out
     assert out.count(says) == 1 and "Traceback" not in out and out.count("\n") <= 2, out
     assert not run.exists() and not run.parent.exists()
+
+
+def test_numerical_fault_stops_with_one_line_and_exit_3(tmp_path):
+    """``trainer.lr=1.0e+30``: no torch.multinomial traceback on the console; error.txt keeps it."""
+    from tests.conftest import FAST
+
+    run = tmp_path / "run"
+    args = [a for a in FAST if not a.startswith(("trainer.lr=", "trainer.checkpoint_every="))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr_exp.train", *args, "trainer.steps=3", "trainer.lr=1.0e+30",
+         "trainer.checkpoint_every=1", f"model.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"},
+        capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out[-3000:]
+    assert "stopped: numerical fault at step 2: " in out and "Traceback" not in out and "multinomial" not in out
+    assert "step_000001" in out and (run / "error.txt").is_file()
