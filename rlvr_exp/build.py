@@ -6,7 +6,6 @@ any model loads, with a message naming the key."""
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import json
 import logging
@@ -30,6 +29,7 @@ from rlvr_exp.stages.base import StageDetector
 from rlvr_exp.tasks.base import Task
 from rlvr_exp.tasks.prompts import PromptEncoder
 from rlvr_exp.trainer import Parts, Trainer
+from rlvr_exp.typos import closest
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ def check_keys(key: str, node: DictConfig) -> None:
     valid = [name for name in params if name != "self"]
     for name in node:
         if not str(name).startswith("_") and name not in params:
-            initials = "".join(word[:1] for word in str(name).split("_"))  # learning_rate -> lr
-            close = [v for v in valid if v == initials] + difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+            close = closest(str(name), valid)
             hint = f"did you mean {', '.join(f'{key}.{c}' for c in close)}? " if close else ""
             raise ConfigError(f"{key}.{name} is not a setting of {key}; {hint}valid keys: {', '.join(valid)}")
 

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_exp import jobs, resume
+from rlvr_exp import jobs, resume, typos
 from rlvr_exp.build import build, make
 from rlvr_exp.config import ConfigError
 from rlvr_exp.distributed import SingleProcess, run_stamp
@@ -110,4 +110,9 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and (hint := typos.unknown_key_hint(sys.argv[1:])):  # Hydra refused a typo
+            log.error("%s", hint)
+        raise

@@ -42,3 +42,14 @@ def test_numerical_fault_stops_with_one_line_and_exit_3(tmp_path):
     assert proc.returncode == 3, out[-3000:]
     assert "stopped: numerical fault at step 2: " in out and "Traceback" not in out and "multinomial" not in out
     assert "step_000001" in out and (run / "error.txt").is_file()
+
+
+def test_plain_typo_names_the_closest_keys(tmp_path):
+    """Without ``+`` Hydra refuses the key itself; the CLI then names the closest valid keys."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr_exp.train", "shaper=ppl", "shaper.ppl.alpah=0.1",
+         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 1
+    assert "shaper.ppl.alpah is not a setting of shaper.ppl; did you mean shaper.ppl.alpha?" in proc.stderr
