@@ -59,3 +59,21 @@ def test_collectives_and_global_entropy_threshold(tmp_path):
     assert r0["tau"] == r1["tau"] == whole.metrics["threshold"]
     assert torch.equal(torch.cat([r0["keep"], r1["keep"]]), whole.loss_mask)
     assert not r0["keep"].any() and r1["keep"].sum() == 5  # the top half lives on rank 1 only
+
+
+def test_per_rank_token_records_number_samples_and_groups_as_one_batch(tmp_path):
+    from rlvr_exp.logging.token_dump import token_path, token_table
+    from tests.dist.test_fsdp_update import fixed_batch
+
+    batch = fixed_batch()  # 8 responses in groups [0]*4 + [1]*4
+    batch.group_ids = torch.tensor([3, 3, 3, 3, 7, 7, 7, 7])  # ids as dynamic sampling leaves them
+    batch.entropy, batch.advantages_raw = batch.logp_old.abs(), batch.advantages
+    batch.rewards, batch.correct = torch.zeros(8), torch.zeros(8, dtype=torch.bool)
+    one = token_table(batch, 5)
+    rank1 = token_table(batch, 5, shard=1)
+    assert sorted(set(one.column("sample").to_pylist())) == list(range(8))
+    assert sorted(set(rank1.column("sample").to_pylist())) == list(range(8, 16))  # after rank 0's 8 rows
+    assert set(one.column("group").to_pylist()) == {3, 7}  # one process: ids kept as they are
+    assert set(rank1.column("group").to_pylist()) == {2, 3}  # rank 1 of 2-group ranks: groups 2 and 3
+    assert token_path(tmp_path, 5).name == "step_000005.parquet"
+    assert token_path(tmp_path, 5, 1).name == "step_000005.rank_1.parquet"
