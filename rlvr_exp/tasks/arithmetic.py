@@ -53,7 +53,7 @@ class ArithmeticTask:
         value, text = nums[0], str(nums[0])
         for op, n in zip(ops, nums[1:]):
             value, text = _OPS[op](value, n), f"{text}{op}{n}"
-        return Problem(question=self.prompt_template.format(question=f"{text}="), answer=str(value), source="arithmetic")
+        return Problem(question=self.prompt_template.replace("{question}", f"{text}="), answer=str(value), source="arithmetic")
 
     def _split(self) -> tuple[list[Problem], list[Problem]]:
         if self._cache is None:

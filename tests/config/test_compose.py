@@ -129,7 +129,7 @@ STRATEGIES = {  # experiment -> [(shaper, schedule type)] in stack order
     "negative_only": [("negative_only", AlwaysSchedule)],
     "high_entropy": [("high_entropy", AlwaysSchedule)],
 }
-SCALE_PRESETS = {"demo", "paper_qwen2.5_7b", "paper_qwen2.5_math_7b"}
+SCALE_PRESETS = {"demo", "paper_qwen2.5_7b", "paper_qwen2.5_math_7b", "smollm2_demo"}
 
 
 def test_every_experiment_is_covered_below():
@@ -155,6 +155,14 @@ def test_demo_is_the_embedded_default():
         assert OmegaConf.to_container(job_config(demo)) == OmegaConf.to_container(job_config(plain))
         assert {k: v for k, v in demo.hydra.runtime.choices.items() if k != "experiment"} == \
                {k: v for k, v in plain.hydra.runtime.choices.items() if k != "experiment"}
+
+
+def test_smollm2_demo_is_the_papers_prompt_on_smollm2():
+    with hydra_job(["experiment=smollm2_demo"]) as cfg:
+        t, task = make("trainer", cfg.trainer), make("task", cfg.task)
+        assert (cfg.hydra.runtime.choices.model, cfg.model.dtype) == ("smollm2_135m", "float32")
+    assert task.val_problems()[0].question.endswith("\nPlease reason step by step, and put your final answer within \\boxed{}.")
+    assert (t.prompts_per_step, t.samples_per_prompt, t.max_response_tokens) == (4, 4, 32)
 
 
 @pytest.mark.parametrize(("name", "model", "lengths"), [("paper_qwen2.5_7b", "Qwen/Qwen2.5-7B", (1024, 8192)),
