@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.analysis.compare import compare_runs
 from rlvr_exp.analysis.report import analyze_run
 from rlvr_exp.analysis.runs import AnalysisInputError, expand, is_run_dir, is_sweep_dir
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _report(run_dir: Path, wandb: bool | None) -> None:
-    use_wandb = (run_dir / "wandb").is_dir() if wandb is None else wandb
+    use_wandb = (run_dir / rf.WANDB).is_dir() if wandb is None else wandb
     print(f"wrote {analyze_run(run_dir, wandb=use_wandb)}")
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 if is_run_dir(run_dir):
                     _report(run_dir, args.wandb)
         sweep = len(args.runs) == 1 and is_sweep_dir(args.runs[0])
-        out = args.out or (args.runs[0] / "analysis" if sweep else Path.cwd() / "analysis_compare")
+        out = args.out or (args.runs[0] / rf.ANALYSIS if sweep else Path.cwd() / "analysis_compare")
         print(compare_runs(run_dirs, out))
         print(f"wrote {out / 'comparison.md'}")
     except AnalysisInputError as err:

@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.checkpoint import find_checkpoint
 from rlvr_exp.config import ConfigError, TrainerConfig
 from rlvr_exp.distributed import SingleProcess
@@ -97,6 +98,23 @@ def provided_inputs(trainer_cfg: TrainerConfig) -> frozenset[str]:
     return OPTIONAL_INPUTS if trainer_cfg.score_entropy else OPTIONAL_INPUTS - {"entropy"}
 
 
+def check_stage_inputs(
+    cfg: DictConfig, shapers: ShaperStack, detector: StageDetector, trainer_cfg: TrainerConfig
+) -> None:
+    """Refuse a stage-gated schedule whose detector watches a metric this pipeline never computes
+    (the stage would never change, so the schedule would silently never switch)."""
+    unmet = detector.requires - provided_inputs(trainer_cfg)
+    gated = [name for name, _, schedule in shapers.entries if schedule.uses_stage]
+    if not (unmet and gated):
+        return
+    keys = sorted({f"shaper.{name}.schedule" if OmegaConf.select(cfg.shaper[name], "schedule") is not None else "stage.schedule"
+                   for name in gated})
+    raise ConfigError(
+        f"{', '.join(keys)} switches shaper(s) {gated} by stage, but the stage detector (stage.detector) "
+        f"watches a metric computed from {sorted(unmet)}, which trainer.score_entropy=false leaves out, so the "
+        "stage would never change; set trainer.score_entropy=true, or gate by step instead (stage=always or stage=window)")
+
+
 def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> Trainer:
     """``dist``: the started ``distributed`` handle (train.py's); built from the config when None."""
     dist = dist if dist is not None else make("distributed", cfg.distributed)
@@ -109,6 +127,7 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
             f"shaper stack {list(cfg.shaper)} needs {sorted(missing)}, which this pipeline does not compute; "
             "set trainer.score_entropy=true or drop the shaper")
     detector: StageDetector = make("stage.detector", cfg.stage.detector)
+    check_stage_inputs(cfg, shapers, detector, trainer_cfg)
     task = make("task", cfg.task)
     reward_fn = make("reward", cfg.reward)
     rollout = make("rollout", cfg.rollout)
@@ -152,7 +171,7 @@ def run_config(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     (``choice/shaper: ppl,position``) so runs group by strategy in the UI. The choices come from
     the run folder's ``choices.json`` when it holds one (a resumed run's are the original's)."""
     out = OmegaConf.to_container(cfg, resolve=True)
-    saved = Path(run_dir) / "choices.json" if run_dir is not None else None
+    saved = Path(run_dir) / rf.CHOICES if run_dir is not None else None
     if saved is not None and saved.is_file():
         for group, choice in json.loads(saved.read_text()).items():
             if not group.startswith("hydra/") and choice is not None:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import torch
 
+from rlvr_exp import run_files as rf
+
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
+STATE_FILE = rf.CHECKPOINT_STATE
 #: Test hook: "<step>:sleep:<seconds>" or "<step>:fail" acts inside the write of that step's
 #: checkpoint, after its files are written and before the rename (tests/e2e/test_kill_resume.py).
 SAVE_FAULT_ENV = "RLVR_EXP_TEST_SAVE_FAULT"
@@ -51,17 +53,17 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(folder: Path, model: torch.nn.Module, tokenizer: object, state: dict, keep: int) -> Path:
     """Writes ``folder/step_<step:06d>/`` (written to a temp name, then renamed, so a kill never
     leaves a half checkpoint that looks complete) and keeps the newest ``keep`` of them."""
-    final = folder / f"step_{state['step']:06d}"
-    tmp = folder / f".tmp_step_{state['step']:06d}"
+    final = folder / rf.step_name(state["step"])
+    tmp = folder / f".tmp_{rf.step_name(state['step'])}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "policy")
-    tokenizer.save_pretrained(tmp / "policy")
+    model.save_pretrained(tmp / rf.CHECKPOINT_POLICY)
+    tokenizer.save_pretrained(tmp / rf.CHECKPOINT_POLICY)
     torch.save({**state, "rng": rng_state()}, tmp / STATE_FILE)
     _test_fault(state["step"])
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    for old in sorted(folder.glob("step_*"))[:-keep] if keep > 0 else []:
+    for old in sorted(folder.glob(rf.STEP_GLOB))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -71,7 +73,7 @@ def find_checkpoint(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if (p / STATE_FILE).exists():
         return p
-    found = sorted((p / "checkpoints").glob("step_*")) if p.is_dir() else []
+    found = sorted((p / rf.CHECKPOINTS).glob(rf.STEP_GLOB)) if p.is_dir() else []
     found = [c for c in found if (c / STATE_FILE).exists()]
     if not found:
         raise FileNotFoundError(

@@ -26,6 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.checkpoint import STATE_FILE, rng_state
 
 SHARDED_DIR = "sharded"
@@ -51,8 +52,8 @@ def export_weights(model: torch.nn.Module, tokenizer: Any, folder: Path, rank: i
 def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: Any,
          state: dict, keep: int, rank: int) -> Path:
     """Every rank calls this; returns ``folder/step_<step>``."""
-    final = folder / f"step_{state['step']:06d}"
-    tmp = folder / f".tmp_step_{state['step']:06d}"
+    final = folder / rf.step_name(state["step"])
+    tmp = folder / f".tmp_{rf.step_name(state['step'])}"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -60,14 +61,14 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp / SHARDED_DIR)
     torch.save(rng_state(), tmp / rng_file(rank))
-    export_weights(model, tokenizer, tmp / "policy", rank)
+    export_weights(model, tokenizer, tmp / rf.CHECKPOINT_POLICY, rank)
     torch.distributed.barrier()
     if rank == 0:
         world = torch.distributed.get_world_size()
         torch.save({**state, "rng": rng_state(), "world_size": world}, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        for old in sorted(folder.glob("step_*"))[:-keep] if keep > 0 else []:
+        for old in sorted(folder.glob(rf.STEP_GLOB))[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     torch.distributed.barrier()
     return final

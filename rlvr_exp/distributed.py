@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import torch
 
 from rlvr_exp import dist_checkpoint
+from rlvr_exp import run_files as rf
 
 T = TypeVar("T")
 SHARDING = ("full", "grad_op", "none")
@@ -104,7 +105,7 @@ class SingleProcess:
         from rlvr_exp.checkpoint import load_state
 
         state = load_state(checkpoint)
-        weights = type(model).from_pretrained(checkpoint / "policy", dtype=model.dtype)
+        weights = type(model).from_pretrained(checkpoint / rf.CHECKPOINT_POLICY, dtype=model.dtype)
         model.load_state_dict(weights.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         return state

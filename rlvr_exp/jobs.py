@@ -36,14 +36,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.checkpoint import find_checkpoint
 
-SUMMARY_FILE = "summary.json"
-JOB_FILE = "job.json"
-ERROR_FILE = "error.txt"
-ATTEMPTS_DIR = "attempts"
+SUMMARY_FILE = rf.SUMMARY
+JOB_FILE = rf.JOB
+ERROR_FILE = rf.ERROR
+ATTEMPTS_DIR = rf.ATTEMPTS
 #: What a failed attempt leaves behind that a fresh attempt would append to or mix with.
-STALE_ARTIFACTS = ("metrics.jsonl", "tokens", "wandb", ERROR_FILE)
+STALE_ARTIFACTS = (rf.METRICS, rf.TOKENS, rf.WANDB, ERROR_FILE)
 #: Override keys that do not change what a job trains, so a rerun may change them freely.
 NEUTRAL_KEYS = ("launcher", "trainer.num_threads", "trainer.resume_from", "logger.mode", "logger.progress_bar")
 

@@ -31,12 +31,13 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.checkpoint import STATE_FILE, find_checkpoint
 from rlvr_exp.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config_resolved.yaml"
+CONFIG_FILE = rf.CONFIG
 #: Keys a resume may change (prefix match); see the module docstring.
 CHANGEABLE = ("trainer.steps",)
 #: Keys that always take the resume command's values: they describe the process, not the run.
@@ -50,7 +51,7 @@ def run_dir_of(resume_from: str | None, default: str) -> str | None:
     if resume_from is None:
         return default
     path = Path(resume_from).expanduser()
-    if (path / STATE_FILE).is_file() and path.parent.name == "checkpoints":
+    if (path / STATE_FILE).is_file() and path.parent.name == rf.CHECKPOINTS:
         return str(path.parent.parent)
     return str(path) if (path / CONFIG_FILE).is_file() else default
 

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_exp import jobs, resume, typos
+from rlvr_exp import run_files as rf
 from rlvr_exp.build import build, make
 from rlvr_exp.config import ConfigError
 from rlvr_exp.distributed import SingleProcess, run_stamp
@@ -106,7 +107,7 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / resume.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     choices = dict(HydraConfig.get().runtime.choices)
     choices.setdefault("shaper", list(cfg.shaper))  # Hydra leaves list choices (shaper=[ppl,position]) out
-    (run_dir / "choices.json").write_text(json.dumps(choices, indent=2))
+    (run_dir / rf.CHOICES).write_text(json.dumps(choices, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.algos.grpo import PolicyGradient
 from rlvr_exp.algos.logprobs import LogProbSpec, score_batch
 from rlvr_exp.analysis.step import StepAnalysis
@@ -92,7 +93,7 @@ class Trainer:
         """Restores every piece of state and continues in the checkpoint's run folder (its
         ``metrics.jsonl`` is cut back to the checkpoint's step, its W&B run id reused)."""
         state = self.p.dist.load_checkpoint(checkpoint, self.p.policy, self.optimizer)
-        if checkpoint.parent.name == "checkpoints":
+        if checkpoint.parent.name == rf.CHECKPOINTS:
             self.run_dir = checkpoint.parent.parent
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
@@ -114,10 +115,10 @@ class Trainer:
         }
         try:
             self.guard.last_checkpoint = self.p.dist.save_checkpoint(
-                self.run_dir / "checkpoints", self.p.policy, self.optimizer, self.p.tokenizer, state,
+                self.run_dir / rf.CHECKPOINTS, self.p.policy, self.optimizer, self.p.tokenizer, state,
                 self.cfg.keep_checkpoints)
         except OSError as err:
-            raise CheckpointError(step, self.run_dir / "checkpoints", err, self.guard.last_checkpoint) from err
+            raise CheckpointError(step, self.run_dir / rf.CHECKPOINTS, err, self.guard.last_checkpoint) from err
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, float]:

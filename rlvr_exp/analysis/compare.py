@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.analysis import plots
 from rlvr_exp.analysis.runs import load_run, strategy_labels
 from rlvr_exp.dashboard.links import dashboard_lines
@@ -23,9 +24,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> str:
     """Write ``out_dir/comparison.md`` and ``out_dir/compare_curves.png`` for several run folders
     (a failed job, without summary.json or even metrics.jsonl, is listed, not fatal); returns the
     markdown table of final metrics per strategy: n seeds, mean ± std (ddof 1) over seeds."""
-    runs = [load_run(Path(d)) for d in run_dirs if (Path(d) / "metrics.jsonl").is_file()]
+    runs = [load_run(Path(d)) for d in run_dirs if (Path(d) / rf.METRICS).is_file()]
     failed = [f"`{d}`: no metrics.jsonl (failed before its first step)" for d in run_dirs
-              if not (Path(d) / "metrics.jsonl").is_file()]
+              if not (Path(d) / rf.METRICS).is_file()]
     labels = strategy_labels(runs)
     failed += [f"`{r.path}` ({label}): no summary.json (failed or unfinished)"
                for r, label in zip(runs, labels) if r.summary is None]

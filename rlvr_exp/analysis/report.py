@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.analysis import plots
 from rlvr_exp.analysis.defect_section import section_defects
 from rlvr_exp.analysis.negative_section import section_b
@@ -33,7 +34,7 @@ def analyze_run(run_dir: Path, wandb: bool) -> Path:
     path. Raises AnalysisInputError (before writing anything) without metrics.jsonl or token dumps."""
     run = load_run(Path(run_dir))
     tokens = read_tokens(run)
-    out = run.path / "analysis"
+    out = run.path / rf.ANALYSIS
     out.mkdir(exist_ok=True)
     boundary, how = find_boundary(run)
     samples = per_sample(tokens)

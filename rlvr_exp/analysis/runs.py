@@ -1,9 +1,9 @@
 """Load finished run folders (``python -m rlvr_exp.train``) and Hydra sweep folders for analysis.
 
-A run folder holds ``metrics.jsonl`` (one JSON object per step), ``summary.json``,
-``config_resolved.yaml``, ``choices.json``, ``.hydra/``, ``tokens/step_<6 digits>.parquet`` (the
-per-token record of docs/method.md section 8; a torchrun run writes ``step_<6 digits>.rank_<R>.parquet``
-per rank, read here the same way), ``checkpoints/step_*/policy/`` and ``wandb/``. A sweep
+A run folder is laid out as :mod:`rlvr_exp.run_files` says (``metrics.jsonl``, ``summary.json``,
+``config_resolved.yaml``, ``choices.json``, ``.hydra/``, the per-token record ``tokens/`` of
+docs/method.md section 8, per rank under torchrun and read here the same way, ``checkpoints/`` and
+``wandb/``). A sweep
 (multirun) folder holds numbered job folders ``0/ 1/ ...``, each a run folder, and
 ``multirun.yaml``.
 """
@@ -20,11 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
-# The per-token record's columns (docs/method.md section 8); extra columns in a file are ignored.
-TOKEN_COLUMNS = ("step", "sample", "group", "position", "rel_position", "token_id", "logp_old", "entropy",
-                 "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl")
-RUN_CONTENTS = ("metrics.jsonl (one JSON object per step), summary.json, config_resolved.yaml, choices.json, "
-                "tokens/step_<6 digits>.parquet (per-token records, written when trainer.dump_tokens_every>0)")
+from rlvr_exp import run_files as rf
+
+RUN_CONTENTS = (f"{rf.METRICS} (one JSON object per step), {rf.SUMMARY}, {rf.CONFIG}, {rf.CHOICES}, "
+                f"{rf.TOKENS}/{rf.STEP_GLOB}.parquet (per-token records, written when trainer.dump_tokens_every>0)")
 # Overrides that name the strategy or the seed, or only move files: never part of a label's extras.
 _LABEL_KEYS = ("shaper", "stage", "seed")
 _NON_STRATEGY_PREFIXES = ("hydra.", "logger.", "trainer.checkpoint", "trainer.dump", "model.cache_dir")
@@ -47,7 +46,7 @@ class Run:
 
     @property
     def token_files(self) -> list[Path]:
-        return sorted((self.path / "tokens").glob("step_*.parquet"))
+        return rf.token_files(self.path)
 
     @property
     def seed(self) -> Any:
@@ -62,7 +61,7 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "metrics.jsonl").is_file()
+    return (Path(path) / rf.METRICS).is_file()
 
 
 def job_dirs(path: Path) -> list[Path]:
@@ -115,12 +114,12 @@ def load_run(path: Path) -> Run:
     path = Path(path)
     if not is_run_dir(path):
         raise AnalysisInputError(not_a_run_message(path))
-    config_path = path / "config_resolved.yaml"
+    config_path = path / rf.CONFIG
     config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False) if config_path.is_file() else {}
-    overrides_path = path / ".hydra" / "overrides.yaml"
+    overrides_path = path / rf.HYDRA_OVERRIDES
     overrides = list(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
-    return Run(path=path, rows=read_rows(path / "metrics.jsonl"), summary=_read_json(path / "summary.json"),
-               config=config, choices=_read_json(path / "choices.json") or {}, overrides=overrides)
+    return Run(path=path, rows=read_rows(path / rf.METRICS), summary=_read_json(path / rf.SUMMARY),
+               config=config, choices=_read_json(path / rf.CHOICES) or {}, overrides=overrides)
 
 
 def read_tokens(run: Run) -> pa.Table:
@@ -130,7 +129,7 @@ def read_tokens(run: Run) -> pa.Table:
         raise AnalysisInputError(
             f"{run.path}: no per-token records (tokens/step_*.parquet is missing or empty): "
             "re-run with trainer.dump_tokens_every>0 to write them.")
-    return pa.concat_tables([pq.read_table(f, columns=list(TOKEN_COLUMNS)) for f in files])
+    return pa.concat_tables([pq.read_table(f, columns=list(rf.TOKEN_COLUMNS)) for f in files])
 
 
 def strategy_label(choices: dict[str, Any], config: dict[str, Any] | None = None) -> str:
@@ -171,13 +170,13 @@ def strategy_labels(runs: list[Run]) -> list[str]:
 
 def latest_policy_dir(run_dir: Path) -> Path | None:
     """``checkpoints/step_*/policy`` of the last checkpoint, or None."""
-    dirs = sorted(p for p in (Path(run_dir) / "checkpoints").glob("step_*/policy") if p.is_dir())
+    dirs = sorted(p for p in (Path(run_dir) / rf.CHECKPOINTS).glob(f"{rf.STEP_GLOB}/{rf.CHECKPOINT_POLICY}") if p.is_dir())
     return dirs[-1] if dirs else None
 
 
 def wandb_run_id(run_dir: Path) -> str | None:
     """Run id of the newest ``wandb/offline-run-<date>_<time>-<id>`` folder, or None."""
-    runs = sorted(p.name for p in (Path(run_dir) / "wandb").glob("offline-run-*") if p.is_dir())
+    runs = sorted(p.name for p in (Path(run_dir) / rf.WANDB).glob("offline-run-*") if p.is_dir())
     return runs[-1].rsplit("-", 1)[1] if runs else None
 
 

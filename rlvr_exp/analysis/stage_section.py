@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.analysis.report_numbers import change_to, fmt, fmt_delta, value_at
 from rlvr_exp.analysis.runs import Run, series
 from rlvr_exp.stages.detector import detect_offline_file
@@ -15,7 +16,7 @@ def find_boundary(run: Run) -> tuple[int | None, str]:
     if kwargs is None:
         logged = value_at(run.rows, "stage/plateau_step", 10**12)
         return (int(logged[1]) if logged else None), "the logged `stage/plateau_step` (no detector config)"
-    boundary = detect_offline_file(run.path / "metrics.jsonl", **kwargs)
+    boundary = detect_offline_file(run.path / rf.METRICS, **kwargs)
     return boundary, "offline stage detector on metrics.jsonl with the run's config: " + ", ".join(
         f"{k}={v}" for k, v in kwargs.items())
 

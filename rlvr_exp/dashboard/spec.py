@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.analysis.runs import AnalysisInputError, Run, expand, is_run_dir, load_run, not_a_run_message
 from rlvr_exp.dashboard.links import DASHBOARD_DIR, SPEC_FILE
 from rlvr_exp.dashboard.panels import Keys, build_sections
@@ -36,7 +37,7 @@ def run_entry(run: Run, root: Path) -> dict[str, Any]:
     choices = choice_config(run.choices, list(run.config["shaper"]))
     logger = run.config["logger"]
     labels = wandb_labels({**run.config, **choices}, logger["group"], logger["job_type"], list(logger["tags"] or []))
-    runs = sorted(p.name for p in (run.path / "wandb").glob("offline-run-*") if p.is_dir())
+    runs = sorted(p.name for p in (run.path / rf.WANDB).glob("offline-run-*") if p.is_dir())
     return {"folder": run.path.relative_to(root).as_posix() if run.path != root else ".",
             "run_id": runs[-1].rsplit("-", 1)[1] if runs else None, "group": labels.group,
             "job_type": labels.job_type, "seed": run.seed, "tags": labels.tags, "choices": choices,

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rlvr_exp import run_files as rf
+
 log = logging.getLogger(__name__)
 HEADER = b":W&B"
 HEADER_BYTES, BLOCK_BYTES, CHUNK_HEADER_BYTES = 7, 32768, 7
@@ -27,7 +29,7 @@ class WandbFileError(ValueError):
 
 def run_files(run_dir: Path) -> list[Path]:
     """``wandb/offline-run-*/run-*.wandb`` of a run folder, oldest first (a resumed run has several)."""
-    return sorted((Path(run_dir) / "wandb").glob("offline-run-*/run-*.wandb"))
+    return sorted((Path(run_dir) / rf.WANDB).glob("offline-run-*/run-*.wandb"))
 
 
 def records(path: Path) -> Iterator[bytes]:

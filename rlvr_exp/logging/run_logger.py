@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from rlvr_exp.faults import json_safe
 from rlvr_exp.logging import wandb_guard
 from rlvr_exp.logging.wandb_labels import wandb_labels
+from rlvr_exp.run_files import METRICS, SUMMARY
 
 log = logging.getLogger(__name__)
 WANDB_MODES = ("online", "offline", "disabled")
@@ -60,7 +61,7 @@ class RunLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         # NaN and infinities are kept, as "nan"/"inf"/"-inf" strings in the file (rlvr_exp/faults.py)
         clean = {k: (v if isinstance(v, str) else float(v)) for k, v in metrics.items() if v is not None}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps({"step": step, **{k: json_safe(v) for k, v in clean.items()}}) + "\n")
         if self.run is not None:
             wandb_guard.call("log", self.run.log, clean, step=step)
@@ -83,13 +84,13 @@ class RunLogger:
     def cut_back(self, run_dir: Path, step: int) -> None:
         """Drop the rows of ``run_dir/metrics.jsonl`` logged after ``step`` (a resumed run
         continues from its checkpoint's step)."""
-        metrics = Path(run_dir) / "metrics.jsonl"
+        metrics = Path(run_dir) / METRICS
         if metrics.exists():
             rows = [r for r in metrics.read_text().splitlines() if r and json.loads(r)["step"] <= step]
             metrics.write_text("".join(r + "\n" for r in rows))
 
     def summary(self, values: dict[str, float]) -> None:
-        (self.run_dir / "summary.json").write_text(json.dumps(values, indent=2, sort_keys=True))
+        (self.run_dir / SUMMARY).write_text(json.dumps(values, indent=2, sort_keys=True))
         if self.run is not None:
             wandb_guard.call("summary", self.run.summary.update, values)
 

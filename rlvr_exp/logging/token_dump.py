@@ -13,15 +13,12 @@ import torch
 
 from rlvr_exp.algos.stats import log_ppl
 from rlvr_exp.batch import RolloutBatch
-
-COLUMNS = ("step", "sample", "group", "position", "rel_position", "token_id", "logp_old", "entropy",
-           "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl")
+from rlvr_exp.run_files import TOKEN_COLUMNS, token_file
 
 
 def token_path(run_dir: Path, step: int, shard: int | None = None) -> Path:
     """Where a step's record goes: one file, or rank ``shard``'s file."""
-    name = f"step_{step:06d}.parquet" if shard is None else f"step_{step:06d}.rank_{shard}.parquet"
-    return Path(run_dir) / "tokens" / name
+    return token_file(run_dir, step, shard)
 
 
 def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None, shard: int | None = None) -> pa.Table:
@@ -60,7 +57,7 @@ def token_table(batch: RolloutBatch, step: int, max_samples: int | None = None, 
         "response_len": pa.array(per_sample(lengths), pa.int32()),
         "logppl": pa.array(per_sample(logppl), pa.float32()),
     }
-    return pa.table(data)
+    return pa.table({name: data[name] for name in TOKEN_COLUMNS})  # the contract order
 
 
 def dump_tokens(run_dir: Path, batch: RolloutBatch, step: int, max_samples: int | None = None,

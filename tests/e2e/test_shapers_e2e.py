@@ -93,6 +93,10 @@ def _no_model_load(monkeypatch):
         (["shaper=high_entropy", "shaper.high_entropy.rho=1.5"], ["shaper.high_entropy", "rho"]),
         (["shaper=position", "stage=window", "stage.schedule.start=300", "stage.schedule.end=200"], ["stage.schedule", "end"]),
         (["shaper=high_entropy", "trainer.score_entropy=false"], ["entropy", "trainer.score_entropy"]),
+        # the detector watches entropy/mean: without entropies a stage gate would never switch
+        (["shaper=position", "stage=plateau", "trainer.score_entropy=false"], ["stage.schedule", "trainer.score_entropy"]),
+        (["shaper=position", "stage=rising", "trainer.score_entropy=false"], ["stage.schedule", "trainer.score_entropy"]),
+        (["experiment=ppl_position", "trainer.score_entropy=false"], ["shaper.position.schedule", "trainer.score_entropy"]),
         (["trainer.prompts_per_step=10", "trainer.prompts_per_minibatch=4"], ["trainer.prompts_per_step"]),
         (["algo.loss_agg=sum"], ["algo.loss_agg"]),
     ],
