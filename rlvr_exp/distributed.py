@@ -11,6 +11,13 @@ Gradients: every rank's loss is its share of the GLOBAL mini-batch loss (divided
 all-reduced token or sequence count, :func:`rlvr_exp.update.ppo_update`), so the global gradient
 is the SUM of the ranks' gradients. FSDP would average them (divide by the world size); the
 wrapper sets the gradient divide factor to 1 so that N ranks step like one process on the same rows.
+
+The root (embeddings, final norm, LM head) is not resharded after its forward (FSDP2's own default
+for the root; given explicitly because ``sharding=full`` reshards every layer): its gathered
+parameters stay in place until the backward. The chunked LM head (``trainer.logprob_chunk_tokens``
+> 0, :func:`rlvr_exp.algos.logprobs.forward_response`) relies on it: it takes the decoder's output
+during the root's forward and reads ``lm_head.weight`` after it, so it multiplies by the gathered
+weight, and FSDP2's post-backward reduce-scatters the gradient it puts there like any other.
 """
 from __future__ import annotations
 
@@ -115,7 +122,7 @@ class FSDP(SingleProcess):
     """Ranks started by ``torchrun``; the policy sharded by FSDP2.
 
     backend: ``auto`` (nccl with CUDA, else gloo), ``gloo`` or ``nccl``. sharding: ``full``
-    (parameters resharded after each forward: ZeRO-3), ``grad_op`` (kept gathered from forward
+    (each layer's parameters resharded after its forward: ZeRO-3), ``grad_op`` (kept gathered from forward
     to backward: ZeRO-2) or ``none`` (every rank holds all parameters: DDP-like, a (N, 1) mesh).
     param_dtype / reduce_dtype: FSDP2 mixed precision (null keeps the model's dtype)."""
 
@@ -137,15 +144,9 @@ class FSDP(SingleProcess):
         return self.rank
 
     def check(self, trainer: Any, probing: bool) -> None:
-        """Also refuses the chunked LM head (``trainer.logprob_chunk_tokens`` > 0): it runs the
-        decoder and reads the head's weight outside the root module's forward, where FSDP2 holds
-        the root's parameters (embeddings, final norm, head) as shards."""
-        from rlvr_exp.config import ConfigError
-
+        """Each rank's share of the prompts (:func:`check_shares`); any ``trainer.logprob_chunk_tokens``
+        runs (the chunked LM head reads the root's gathered weight: see the module doc)."""
         check_shares(trainer, probing, self.world_size)
-        if trainer.logprob_chunk_tokens:
-            raise ConfigError("trainer.logprob_chunk_tokens must be 0 with distributed=fsdp (the chunked LM head "
-                              "does not run on FSDP2-sharded models yet); set trainer.logprob_chunk_tokens=0")
 
     @property
     def device(self) -> torch.device:
@@ -184,7 +185,7 @@ class FSDP(SingleProcess):
         layers = decoder_layers(model)
         for layer in layers:
             fully_shard(layer, **kwargs)
-        fully_shard(model, **kwargs)
+        fully_shard(model, **{**kwargs, "reshard_after_forward": False})  # the root: see the module doc
         for module in (*layers, model):  # each FSDP module holds its own factor
             module.set_gradient_divide_factor(1.0)
             module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM; a factor of 1 costs nothing

@@ -102,6 +102,7 @@ def forward_response(
     if spec.chunk_tokens and mask.numel() > spec.chunk_tokens:
         head = check_chunkable(model)
         hidden = final_hidden_states(model, model_inputs(batch, index))[:, -(t + 1) : -1]  # [N, T, H]
+        # head.weight read after the forward: under FSDP2 the root's gathered weight (rlvr_exp/distributed.py)
         logp, ent = chunked_logprob_entropy(
             hidden[mask], head.weight, labels[mask], spec.temperature, spec.chunk_tokens, with_entropy)
         zeros = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device)

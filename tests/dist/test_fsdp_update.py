@@ -2,7 +2,9 @@
 
 One update on a fixed batch: two FSDP2 ranks, each holding half of every mini-batch, must leave
 the parameters one process leaves on the whole batch (fp32; the only difference is the order of
-float sums, so the tolerance is 1e-6 absolute on parameters of size ~0.02..1)."""
+float sums, so the tolerance is 1e-6 absolute on parameters of size ~0.02..1). With the chunked LM
+head (``trainer.logprob_chunk_tokens`` > 0) on the ranks, including ranks that decide differently
+whether to chunk, against the unchunked head in the one process: 1e-5 (see ATOL_CHUNKED)."""
 from __future__ import annotations
 
 import os
@@ -25,6 +27,11 @@ from tests.conftest import CONF
 ROWS, G, TP, T = 8, 4, 5, 6  # 2 groups of 4 responses, prompts of 5 and responses of up to 6 tokens
 ROWS_PER_MINIBATCH, ROWS_PER_MICRO = 4, 2  # two optimizer steps, two micro-batches each (one process)
 ATOL = 1.0e-6
+# The chunked LM head sums its float products in another order than the unchunked one: one process
+# with chunk_tokens=4 leaves parameters up to 2.2e-6 away from chunk_tokens=0 (k_proj.bias, whose
+# exact gradient is 0, so Adam scales float noise up), and two FSDP ranks with chunk_tokens=4 are
+# bit-identical to that one process. Measured here: 2.2e-6 ("chunked"), 3.3e-7 ("mixed").
+ATOL_CHUNKED = 1.0e-5
 
 
 def fixed_batch() -> RolloutBatch:
@@ -52,11 +59,20 @@ def model(char_tokenizer_: object) -> torch.nn.Module:
     return spec._fresh(char_tokenizer_)
 
 
-def update(policy: torch.nn.Module, batch: RolloutBatch, rows_per_minibatch: int, dist: SingleProcess) -> None:
+def update(policy: torch.nn.Module, batch: RolloutBatch, rows_per_minibatch: int, dist: SingleProcess,
+           chunk_tokens: int = 0) -> None:
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1.0e-2, weight_decay=0.01)
     algo = PolicyGradient(eps_low=0.2, eps_high=0.28, loss_agg="token-mean")
     ppo_update(policy, optimizer, algo, batch, rows_per_minibatch, ROWS_PER_MICRO, T, 0.5, FaultGuard(1),
-               LogProbSpec(1.0, 0), dist)
+               LogProbSpec(1.0, chunk_tokens), dist)
+
+
+def crop_responses(batch: RolloutBatch, width: int) -> RolloutBatch:
+    """The batch with its response columns cut to ``width`` (only padding may be cut)."""
+    assert not batch.response_mask[:, width:].any()
+    for name in ("response_ids", "response_mask", "logp_old", "advantages", "loss_mask"):
+        setattr(batch, name, getattr(batch, name)[:, :width])
+    return batch
 
 
 def rank_rows(rank: int, world: int) -> torch.Tensor:
@@ -65,10 +81,15 @@ def rank_rows(rank: int, world: int) -> torch.Tensor:
     return torch.cat([torch.arange(s + rank * per, s + (rank + 1) * per) for s in range(0, ROWS, ROWS_PER_MINIBATCH)])
 
 
-def _rank_main(rank: int, port: int, out: str) -> None:
+def _rank_main(rank: int, port: int, out: str, chunk_tokens: int, widths: tuple[int, int]) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    from rlvr_exp.algos import logprobs
     from rlvr_exp.models.tiny import build_char_tokenizer
+
+    chunked_calls = []  # the micro-batches that took the chunked LM head on this rank
+    chunked = logprobs.chunked_logprob_entropy
+    logprobs.chunked_logprob_entropy = lambda *a: chunked_calls.append(1) or chunked(*a)
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -76,10 +97,12 @@ def _rank_main(rank: int, port: int, out: str) -> None:
     dist.start()
     try:
         policy = dist.wrap(model(build_char_tokenizer()))
-        update(policy, fixed_batch().select(rank_rows(rank, 2)), ROWS_PER_MINIBATCH // 2, dist)
+        batch = crop_responses(fixed_batch().select(rank_rows(rank, 2)), widths[rank])
+        update(policy, batch, ROWS_PER_MINIBATCH // 2, dist, chunk_tokens)
         full = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             torch.save(full, out)
+        torch.save(len(chunked_calls), f"{out}.chunked_calls.rank{rank}")
     finally:
         dist.close()
 
@@ -90,17 +113,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_ranks_update_like_one_process(tmp_path, char_tokenizer):
+# (chunk_tokens, response widths of ranks 0 and 1, micro-batches of each rank on the chunked head).
+# A micro-batch takes the chunked head when its 2 rows x width exceed chunk_tokens: "mixed" has
+# rank 0 chunked (2 x 6 = 12 > 11) and rank 1, whose responses end by 5 tokens, unchunked (10).
+CASES = {"unchunked": (0, (T, T), (0, 0)), "chunked": (4, (T, T), (2, 2)), "mixed": (11, (T, 5), (2, 0))}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_ranks_update_like_one_process(tmp_path, char_tokenizer, case):
+    """The one process always runs the unchunked head; the FSDP ranks run the case's."""
+    chunk_tokens, widths, calls = CASES[case]
     torch.manual_seed(0)
     single = model(char_tokenizer)
     before = {k: v.clone() for k, v in single.state_dict().items()}
     update(single, fixed_batch(), ROWS_PER_MINIBATCH, SingleProcess())
-    mp.spawn(_rank_main, args=(free_port(), str(tmp_path / "fsdp.pt")), nprocs=2, join=True)
-    got = torch.load(tmp_path / "fsdp.pt")
+    out = str(tmp_path / "fsdp.pt")
+    mp.spawn(_rank_main, args=(free_port(), out, chunk_tokens, widths), nprocs=2, join=True)
+    assert tuple(torch.load(f"{out}.chunked_calls.rank{r}") for r in range(2)) == calls
+    got = torch.load(out)
     moved = 0.0
     for name, value in single.state_dict().items():
         if name in got:  # a tied lm_head may be left out of one of them
-            torch.testing.assert_close(got[name], value, atol=ATOL, rtol=0.0, msg=name)
+            torch.testing.assert_close(got[name], value, atol=ATOL_CHUNKED if chunk_tokens else ATOL, rtol=0.0, msg=name)
             moved = max(moved, float((value - before[name]).abs().max()))
     assert moved > 1.0e-3  # the update did move the weights (the comparison is not vacuous)
 
@@ -147,11 +181,10 @@ def test_fsdp_outside_torchrun_says_how_to_launch(monkeypatch):
         FSDP()
 
 
-def test_fsdp_refuses_the_chunked_head(monkeypatch):
+def test_fsdp_check_takes_the_chunked_head(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="trainer.logprob_chunk_tokens=0"):
-        FSDP().check(TrainerConfig(prompts_per_step=4, prompts_per_minibatch=2, logprob_chunk_tokens=1024), False)
+    FSDP().check(TrainerConfig(prompts_per_step=4, prompts_per_minibatch=2, logprob_chunk_tokens=1024), False)
     FSDP().check(TrainerConfig(prompts_per_step=4, prompts_per_minibatch=2, logprob_chunk_tokens=0), False)
     monkeypatch.delenv("WORLD_SIZE")
     SingleProcess().check(TrainerConfig(logprob_chunk_tokens=1024), True)
