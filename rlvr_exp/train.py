@@ -44,8 +44,9 @@ def main(cfg: DictConfig) -> float | None:
         finally:
             dist.close()
     except ConfigError as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the launcher reports it; the job folder keeps error.txt
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the launcher reports it; the job folder keeps error.txt
+            jobs.record_error(run_dir, overrides)
+            raise
         if made_now:  # a refused config leaves no run folder behind (nor an empty dated parent)
             shutil.rmtree(run_dir, ignore_errors=True)
             if run_dir.parent != Path.cwd() and not any(run_dir.parent.iterdir()):
