@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from rlvr_exp import run_files as rf
-from rlvr_exp.checkpoint import STATE_FILE, rng_state
+from rlvr_exp.checkpoint import STATE_FILE, load_state, rng_state
 
 SHARDED_DIR = "sharded"
 
@@ -76,7 +76,7 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 def load(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> dict:
     """Restores model and optimizer shards in place; returns the trainer state with this rank's RNG."""
-    state = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    state = load_state(checkpoint)
     world = torch.distributed.get_world_size()
     if not (checkpoint / SHARDED_DIR).is_dir() or state.get("world_size") != world:
         raise ValueError(
@@ -87,5 +87,5 @@ def load(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     loaded = {"model": model_state, "optim": optim_state}
     dcp.load(loaded, checkpoint_id=checkpoint / SHARDED_DIR)
     set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
-    state["rng"] = torch.load(checkpoint / rng_file(rank), weights_only=False)
+    state["rng"] = torch.load(checkpoint / rng_file(rank), weights_only=True)  # tensors and plain types
     return state
