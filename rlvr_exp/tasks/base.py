@@ -1,10 +1,13 @@
 """A verifiable problem and the task interface that serves train and validation problems."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from rlvr_exp.answers import AnswerFormat
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,3 +36,13 @@ class Task(Protocol):
     def val_problems(self) -> list[Problem]: ...
 
     def val_sets(self) -> dict[str, list[Problem]]: ...
+
+
+def report_skipped(where: str, problems: list[Problem], skipped: list[str]) -> list[Problem]:
+    """Log one warning per malformed row (``skipped``: one line each, by row index) and a count,
+    naming the source ``where``; returns ``problems`` unchanged."""
+    for line in skipped:
+        logger.warning("%s: %s", where, line)
+    if skipped:
+        logger.warning("%s: kept %d problems, skipped %d bad rows", where, len(problems), len(skipped))
+    return problems

@@ -10,7 +10,6 @@ A malformed row (no usable prompt or ground truth) is skipped and reported, neve
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping
@@ -20,9 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlvr_exp.answers import AnswerFormat, BoxedAnswer, normalize_gold
-from rlvr_exp.tasks.base import Problem
-
-logger = logging.getLogger(__name__)
+from rlvr_exp.tasks.base import Problem, report_skipped
 
 REQUIRED_COLUMNS = ("prompt", "reward_model")
 _READ_BATCH_ROWS = 1024
@@ -114,13 +111,7 @@ class ParquetTask:
 
     def load(self) -> list[Problem]:
         """Read the file; log a warning naming every skipped row."""
-        problems, skipped = load_verl_parquet(self.path, self.limit, self.key)
-        for line in skipped:
-            logger.warning("%s: %s", self.path, line)
-        if skipped:
-            kept, dropped = len(problems), len(skipped)
-            logger.warning("%s: kept %d problems, skipped %d bad rows", self.path, kept, dropped)
-        return problems
+        return report_skipped(self.path, *load_verl_parquet(self.path, self.limit, self.key))
 
 
 def _resolve(path: str, key: str) -> Path:

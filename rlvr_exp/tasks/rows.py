@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,10 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlvr_exp.answers import extract_boxed, normalize_gold
-from rlvr_exp.tasks.base import Problem
+from rlvr_exp.tasks.base import Problem, report_skipped
 from rlvr_exp.tasks.prompts import apply_template
-
-logger = logging.getLogger(__name__)
 
 ANSWER_FORMATS = ("plain", "boxed", "gsm8k")
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -79,11 +76,7 @@ class RowSource:
             self._check_fields(rows[0])
         problems, skipped = rows_to_problems(
             rows, self.question_field, self.answer_field, self.answer_format, template, self.limit, self.hub or "")
-        for line in skipped:
-            logger.warning("%s: %s", self.where, line)
-        if skipped:
-            logger.warning("%s: kept %d problems, skipped %d bad rows", self.where, len(problems), len(skipped))
-        return problems
+        return report_skipped(self.where, problems, skipped)
 
     def _check_fields(self, row: dict) -> None:
         missing = [f for f in (self.question_field, self.answer_field) if not _has_field(row, f)]
