@@ -16,6 +16,8 @@ columns of its per-token record. Writers and readers import these; no module spe
       checkpoints/step_<k:06d>/trainer_state.pt   the rest of the run's state    checkpoint.py
       wandb/                 W&B's files (offline runs: offline-run-*)           W&B
       analysis/              the report of ``python -m rlvr_exp.analyze``        analysis/report.py
+      dashboard/spec.json    the dashboard spec (also beside a sweep folder)     dashboard/spec.py
+      dashboard/urls.json    the published workspace and report URLs             dashboard/publish.py
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ CHECKPOINT_POLICY = "policy"
 CHECKPOINT_STATE = "trainer_state.pt"
 WANDB = "wandb"
 ANALYSIS = "analysis"
+DASHBOARD = "dashboard"
+DASHBOARD_SPEC = "spec.json"
+DASHBOARD_URLS = "urls.json"
 
 #: Step folders and files (checkpoints, token dumps) are ``step_<6 digits>``, so names sort by step.
 STEP_GLOB = "step_*"

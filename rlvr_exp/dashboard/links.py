@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DASHBOARD_DIR = "dashboard"  # beside the run or sweep: dashboard/spec.json, dashboard/urls.json
-SPEC_FILE, URLS_FILE = "spec.json", "urls.json"
+from rlvr_exp import run_files as rf
+
+DASHBOARD_DIR, SPEC_FILE, URLS_FILE = rf.DASHBOARD, rf.DASHBOARD_SPEC, rf.DASHBOARD_URLS  # the run-folder contract
 
 
 def dashboard_urls(folder: Path) -> dict[str, str]:
