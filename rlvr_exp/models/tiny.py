@@ -21,6 +21,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from rlvr_exp.answers import AnswerFormat
 from rlvr_exp.models.warmstart import sft_warmstart
 from rlvr_exp.tasks.base import Task
 
@@ -37,6 +38,15 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
+
+
+def _format_key(answer_format: AnswerFormat | None) -> list[str] | None:
+    """What identifies an answer format in the cache key: its class, name and a rendered answer
+    (a default object repr would hold a memory address and change every process)."""
+    if answer_format is None:
+        return None
+    kind = type(answer_format)
+    return [f"{kind.__module__}.{kind.__qualname__}", answer_format.name, answer_format.render("12")]
 
 
 class TinyQwen2:
@@ -83,11 +93,16 @@ class TinyQwen2:
         return Qwen2ForCausalLM(config)
 
     def cache_key(self, task: Task) -> str:
-        """Hash of everything that shapes the warm-started weights."""
-        train = task.train_problems()
+        """Hash of everything that shapes the warm-started weights: the architecture, the init seed,
+        the warm-start settings, the tokenizer's vocabulary, the task's answer format and every
+        training problem (question, answer and worked solution, in order: the SFT data)."""
+        problems = hashlib.sha256()
+        for p in task.train_problems():
+            problems.update(json.dumps([p.question, p.answer, p.solution]).encode())
         blob = json.dumps(
             {"arch": self.arch, "seed": self.init_seed, "warmstart": self.warmstart,
-             "tokenizer": SPECIAL_TOKENS, "task": [len(train), train[0].question, train[-1].question]},
+             "tokenizer": sorted(build_char_tokenizer().get_vocab().items()),
+             "answer_format": _format_key(task.answer_format), "task": problems.hexdigest()},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -21,7 +21,7 @@ def _sft_batch(
     rows, labels = [], []
     for p in problems:
         prompt = tokenizer(p.question, add_special_tokens=False)["input_ids"]
-        completion = answer_format.render(p.answer)
+        completion = p.solution if p.solution is not None else answer_format.render(p.answer)
         target = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(prompt + target)
         labels.append([-100] * len(prompt) + target)
@@ -62,7 +62,8 @@ def sft_warmstart(
     max_seconds: float = 600.0,
     max_steps: int = 2000,
 ) -> dict:
-    """Train on completions that state the answer in ``answer_format`` (``\\boxed{answer}``) until
+    """Train on completions that state the answer in ``answer_format`` (``\\boxed{answer}``), or on the
+    problems' worked solutions where they have one (``Problem.solution``), until
     the sampled accuracy on ``check_problems`` training problems first reaches ``target_accuracy``
     (checked every ``check_every`` steps), or a cap is hit. Returns what happened (steps, seconds, accuracy)."""
     rng = random.Random(seed)

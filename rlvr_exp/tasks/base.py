@@ -13,12 +13,15 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Problem:
     """question: the user's text; answer: the gold answer as a string (what the reward verifies
-    the response against); messages: the chat list as shipped, when the source has one."""
+    the response against); messages: the chat list as shipped, when the source has one; solution:
+    a worked solution ending in the answer in the task's format, when the task can write one (the
+    warm-start's demonstration; without it the demonstration is the bare formatted answer)."""
 
     question: str
     answer: str
     messages: tuple[dict, ...] | None = None
     source: str = ""
+    solution: str | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,98 @@
+"""Multi-operand addition worked step by step: a reasoning chain of variable length, generated in code.
+
+A problem is ``17+48+9+30=``; its worked solution (the warm-start's demonstration) adds left to right,
+one partial sum per step, then boxes the total::
+
+    17+48=65, 65+9=74, 74+30=104. \\boxed{104}
+
+With 2..5 operands a solution is 1..4 steps long (about 15 to 60 characters, one token each under the
+tiny model's character tokenizer). The decisions sit in the middle of the chain: each partial sum's
+digits (a carry decides the tens and hundreds digit), which operand comes next, and whether the
+chain goes on (``, ``) or ends (``. \\boxed``). Problems with more operands are harder: each step
+must be right. The reward checks only the boxed total (math-verify, docs/method.md section 2); the
+chain is the model's to get right or wrong. Validation problems are drawn first under the seed and
+never appear in training.
+"""
+from __future__ import annotations
+
+import random
+
+from rlvr_exp.answers import AnswerFormat, BoxedAnswer
+from rlvr_exp.tasks.base import Problem
+
+
+def chain_solution(operands: list[int]) -> str:
+    """The worked solution of ``sum(operands)``: ``a+b=s1, s1+c=s2, ... . \\boxed{total}``.
+
+    >>> chain_solution([17, 48, 9, 30])
+    '17+48=65, 65+9=74, 74+30=104. \\\\boxed{104}'
+    """
+    if len(operands) < 2:
+        raise ValueError(f"a chain needs at least 2 operands, got {operands}")
+    steps, total = [], operands[0]
+    for n in operands[1:]:
+        steps.append(f"{total}+{n}={total + n}")
+        total += n
+    return ", ".join(steps) + ". " + BoxedAnswer().render(str(total))
+
+
+class ChainArithmeticTask:
+    """Sums of ``min_operands``..``max_operands`` integers in [0, ``max_operand``], the operand
+    count drawn uniformly per problem, each operand uniformly. Each problem carries its worked
+    solution (:func:`chain_solution`) as ``Problem.solution``; answers are boxed."""
+
+    answer_format: AnswerFormat | None = BoxedAnswer()
+
+    def __init__(
+        self,
+        min_operands: int = 2,
+        max_operands: int = 5,
+        max_operand: int = 99,
+        num_train: int = 20000,
+        num_val: int = 128,
+        seed: int = 1234,
+        prompt_template: str = "{question}",
+    ) -> None:
+        if not 2 <= min_operands <= max_operands:
+            raise ValueError(f"task.min_operands ({min_operands}) must be >= 2 and <= task.max_operands ({max_operands})")
+        if max_operand < 1:
+            raise ValueError(f"task.max_operand must be >= 1, got {max_operand}")
+        space = sum((max_operand + 1) ** k for k in range(min_operands, max_operands + 1))
+        if num_train < 1 or num_val < 1 or num_train + num_val > space // 2:
+            raise ValueError(
+                f"task.num_train ({num_train}) and task.num_val ({num_val}) must be >= 1 and together at most half "
+                f"the {space} distinct problems of this task (so that drawing them ends quickly); lower them or "
+                f"raise task.max_operand / task.max_operands")
+        if "{question}" not in prompt_template:
+            raise ValueError(f"task.prompt_template must contain {{question}}, got {prompt_template!r}")
+        self.min_operands, self.max_operands, self.max_operand = min_operands, max_operands, max_operand
+        self.num_train, self.num_val, self.seed = num_train, num_val, seed
+        self.prompt_template = prompt_template
+        self._cache: tuple[list[Problem], list[Problem]] | None = None
+
+    def _make(self, rng: random.Random) -> Problem:
+        k = rng.randint(self.min_operands, self.max_operands)
+        nums = [rng.randint(0, self.max_operand) for _ in range(k)]
+        question = "+".join(map(str, nums)) + "="
+        return Problem(question=self.prompt_template.replace("{question}", question), answer=str(sum(nums)),
+                       source=f"chain{k}", solution=chain_solution(nums))
+
+    def _split(self) -> tuple[list[Problem], list[Problem]]:
+        if self._cache is None:
+            rng, seen, out = random.Random(self.seed), set(), []
+            while len(out) < self.num_train + self.num_val:
+                p = self._make(rng)
+                if p.question not in seen:
+                    seen.add(p.question)
+                    out.append(p)
+            self._cache = (out[self.num_val :], out[: self.num_val])
+        return self._cache
+
+    def train_problems(self) -> list[Problem]:
+        return self._split()[0]
+
+    def val_problems(self) -> list[Problem]:
+        return self._split()[1]
+
+    def val_sets(self) -> dict[str, list[Problem]]:
+        return {"val": self.val_problems()}
