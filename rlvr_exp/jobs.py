@@ -10,8 +10,8 @@ subdir is the job number), so rerunning the same command maps every job to its o
 - a complete checkpoint (``checkpoints/step_*/trainer_state.pt``): resume from the newest one
   (the trainer truncates ``metrics.jsonl`` to that step and reopens the same W&B run).
 - otherwise: train from scratch. Leftovers of an earlier failed attempt (``metrics.jsonl``,
-  ``tokens/``, ``wandb/``, ``error.txt``) move to ``attempts/<k>/`` first, so the new run's files
-  are its own.
+  ``tokens/``, ``wandb/``, ``wandb_sent.json``, ``error.txt``) move to ``attempts/<k>/`` first, so the
+  new run's files are its own.
 
 A folder remembers the overrides that made it (``job.json``). A different job (another command
 reusing the sweep folder) is refused with :class:`JobMismatchError` instead of being skipped with
@@ -44,7 +44,7 @@ JOB_FILE = rf.JOB
 ERROR_FILE = rf.ERROR
 ATTEMPTS_DIR = rf.ATTEMPTS
 #: What a failed attempt leaves behind that a fresh attempt would append to or mix with.
-STALE_ARTIFACTS = (rf.METRICS, rf.TOKENS, rf.WANDB, ERROR_FILE)
+STALE_ARTIFACTS = (rf.METRICS, rf.TOKENS, rf.WANDB, rf.WANDB_SENT, ERROR_FILE)
 #: Override keys that do not change what a job trains, so a rerun may change them freely.
 NEUTRAL_KEYS = ("launcher", "trainer.num_threads", "trainer.resume_from", "logger.mode", "logger.progress_bar")
 

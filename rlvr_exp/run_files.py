@@ -15,6 +15,7 @@ columns of its per-token record. Writers and readers import these; no module spe
       checkpoints/step_<k:06d>/policy/   weights and tokenizer                   checkpoint.py
       checkpoints/step_<k:06d>/trainer_state.pt   the rest of the run's state    checkpoint.py
       wandb/                 W&B's files (offline runs: offline-run-*)           W&B
+      wandb_sent.json        {"run_id": ..., "step": k}: the last step sent to W&B  logging/run_logger.py
       analysis/              the report of ``python -m rlvr_exp.analyze``        analysis/report.py
       dashboard/spec.json    the dashboard spec (also beside a sweep folder)     dashboard/spec.py
       dashboard/urls.json    the published workspace and report URLs             dashboard/publish.py
@@ -36,6 +37,7 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_POLICY = "policy"
 CHECKPOINT_STATE = "trainer_state.pt"
 WANDB = "wandb"
+WANDB_SENT = "wandb_sent.json"
 ANALYSIS = "analysis"
 DASHBOARD = "dashboard"
 DASHBOARD_SPEC = "spec.json"

@@ -6,6 +6,11 @@ import multiprocessing
 import time
 
 import pyarrow.parquet as pq
+import pytest
+
+from rlvr_exp.checkpoint import SAVE_FAULT_ENV
+from rlvr_exp.dashboard import wandb_file
+from rlvr_exp.faults import CheckpointError
 
 # Wall times and the verifier's cache counters differ between identical runs.
 NOISE = ("time/", "reward/cache_hits", "reward/verified", "reward/verify_time_s", "reward/samples")
@@ -90,3 +95,36 @@ def test_resume_is_exact(run_inprocess):
     tail = [r for r in rows(part) if r["step"] > 2]
     assert [r["step"] for r in tail] == [3, 4]
     assert strip(tail) == strip([r for r in rows(full) if r["step"] > 2])
+
+
+def wandb_steps(path) -> list[int]:
+    """The history steps recorded in one ``run-<id>.wandb`` file, parsed with W&B's own protobuf."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out = []
+    for data in wandb_file.records(path):
+        record = pb.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "history":
+            out.append(record.history.step.num)
+    return out
+
+
+def test_resume_past_the_checkpoint_sends_each_step_to_wandb_once(run_inprocess, monkeypatch, tmp_path):
+    """Step 4 reaches metrics.jsonl and the offline W&B run, then its checkpoint write fails; the
+    resume from step 2 recomputes steps 3 and 4 into metrics.jsonl and sends W&B only step 5."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    over = ["trainer.steps=5", "trainer.checkpoint_every=2", "trainer.keep_checkpoints=3", "trainer.dump_tokens_every=0",
+            "logger.mode=offline"]
+    monkeypatch.setenv(SAVE_FAULT_ENV, "4:fail")
+    with pytest.raises(CheckpointError):
+        run_inprocess(over, "run")
+    monkeypatch.delenv(SAVE_FAULT_ENV)
+    run = tmp_path / "run"
+    assert [r["step"] for r in rows(run)] == [1, 2, 3, 4]
+    _, _, trainer = run_inprocess(over + [f"trainer.resume_from={run}"], "resumed")
+    assert trainer.start_step == 2 and trainer.run_dir == run
+    assert [r["step"] for r in rows(run)] == [1, 2, 3, 4, 5]  # one line per step
+    files = wandb_file.run_files(run)
+    assert len({f.name for f in files}) == 1 and len(files) == 2  # one W&B run id, opened twice
+    assert [wandb_steps(f) for f in files] == [[1, 2, 3, 4], [5]]  # each step once

@@ -16,7 +16,7 @@ PACKAGE = Path(rf.__file__).resolve().parent
 #: Names that mean a run's file wherever they appear (generic words such as "analysis" or
 #: "policy", which also name config groups and state keys, are left out).
 FILE_NAMES = {rf.METRICS, rf.SUMMARY, rf.CONFIG, rf.CHOICES, rf.JOB, rf.ERROR, rf.CHECKPOINT_STATE,
-              rf.CHECKPOINTS, rf.HYDRA_OVERRIDES}
+              rf.CHECKPOINTS, rf.HYDRA_OVERRIDES, rf.WANDB_SENT}
 
 
 def docstrings(tree: ast.AST) -> set[int]:
