@@ -27,6 +27,27 @@ def test_refused_config_prints_one_message_and_leaves_no_folder(tmp_path, overri
     assert not run.exists() and not run.parent.exists()
 
 
+@pytest.mark.parametrize(("args", "key"), [
+    (["hydra.run.dir={f}/run"], "hydra.run.dir"),
+    (["-m", "hydra.sweep.dir={f}/sweep", "seed=0,1"], "hydra.sweep.dir"),
+])
+def test_output_folder_that_cannot_be_made_is_one_line(tmp_path, args, key):
+    """A regular file where a parent folder should be (root writes anywhere, so chmod cannot make
+    an unwritable folder): refused before Hydra makes the folder, naming the path and the key."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr_exp.train", *(a.format(f=blocker) for a in args)], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert f"refused: the output folder {blocker}/" in out and f"{blocker} is a file, not a folder" in out
+    assert f"point {key} at a writable place" in out
+    assert "Traceback" not in out and out.count("\n") == 1, out
+    assert blocker.read_text() == "a file\n" and sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder"]
+
+
 def test_numerical_fault_stops_with_one_line_and_exit_3(tmp_path):
     """``trainer.lr=1.0e+30``: no torch.multinomial traceback on the console; error.txt keeps it."""
     from tests.conftest import FAST
