@@ -175,7 +175,7 @@ class Trainer:
         self.guard.check_scores("log-probs or entropies", batch.logp_old, batch.entropy)
         if p.reference is not None:
             batch.ref_logp, _ = score_batch(p.reference, batch, cfg.score_rows_per_pass, False, self.spec)
-        p.analysis.observe(batch)
+        p.analysis.observe(batch, step)
         t1 = time.perf_counter()
         metrics.update(self._shape(batch, step))
         t2 = time.perf_counter()

@@ -86,10 +86,16 @@ def pos_neg_entropy(rows: Rows, boundary: int | None, path: Path) -> tuple[Path,
     _curve(axes[0], rows, "entropy/neg", "negative (wrong) samples", "tab:red")
     axes[0].set(title="Entropy of positive vs negative samples", ylabel="entropy (nats)")
     if has_probe:
-        _curve(axes[1], rows, "probe/entropy_change_pos", "probe set, positive", "tab:green", smooth=False)
-        _curve(axes[1], rows, "probe/entropy_change_neg", "probe set, negative", "tab:red", smooth=False)
+        for side, name, color in (("pos", "positive", "tab:green"), ("neg", "negative", "tab:red")):
+            key = f"probe/entropy_change_{side}"
+            _curve(axes[1], rows, key, f"probe set, {name}", color, smooth=False)
+            steps, lo = series(rows, f"{key}_lo")
+            hi_steps, hi = series(rows, f"{key}_hi")
+            if len(lo) and np.array_equal(steps, hi_steps):
+                axes[1].fill_between(steps, lo, hi, color=color, alpha=0.15, linewidth=0)
         axes[1].axhline(0.0, color="grey", linewidth=0.8)
-        axes[1].set(title="Entropy change on the fixed probe set", ylabel="entropy change (nats)")
+        axes[1].set(title="Entropy change on the fixed probe set (bands: 95% bootstrap intervals over prompts)",
+                    ylabel="entropy change (nats)")
     for ax in axes:
         _boundary(ax, boundary)
         ax.grid(alpha=0.3)

@@ -44,17 +44,18 @@ class TokenDecoder:
 
 class StepAnalysis:
     """Hooks, in the order the trainer calls them each step:
-    ``observe(batch)`` after scoring (the probe set is captured from the first batch that has
-    each side), ``batch_metrics(batch)`` after the update, ``probe_metrics(step, policy, spec)`` every
-    step (returns {} unless ``step % probe_every == 0``), ``media(step, batch)`` on token-dump
-    steps when a W&B run exists. ``bind_tokenizer`` (called once by ``build``) lets the media
+    ``observe(batch, step)`` after scoring (the probe set is filled from the first batches that
+    have each side, :mod:`rlvr_exp.analysis.probe`), ``batch_metrics(batch)`` after the update,
+    ``probe_metrics(step, policy, spec)`` every step (returns {} unless ``step % probe_every == 0``),
+    ``media(step, batch)`` on token-dump steps when a W&B run exists. ``bind_tokenizer`` (called once by ``build``) lets the media
     show token texts; ``bind_answer_format`` (the task's, also from ``build``) turns on the
     no-answer defect share.
 
     With ``enabled=False`` only :func:`rlvr_exp.analysis.live.basic_metrics` is computed: no
     position/top-entropy/quantile/defect metrics, no probe, no media. ``probe_every=0`` turns
     the probe off alone; ``table_rows=0`` keeps the histograms but drops the sample table.
-    The repetition knobs are those of :class:`rlvr_exp.analysis.defects.RepetitionRule`.
+    The repetition knobs are those of :class:`rlvr_exp.analysis.defects.RepetitionRule`; the
+    ``probe_*`` knobs those of :class:`rlvr_exp.analysis.probe.ProbeSet`.
     """
 
     def __init__(
@@ -63,8 +64,12 @@ class StepAnalysis:
         position_buckets: int = 5,
         top_entropy_fraction: float = 0.2,
         probe_every: int = 10,
-        probe_samples_per_side: int = 16,
+        probe_samples_per_side: int = 32,
         probe_rows_per_pass: int = 64,
+        probe_max_per_prompt: int = 2,
+        probe_fill_steps: int = 5,
+        probe_bootstrap_resamples: int = 1000,
+        probe_bootstrap_seed: int = 0,
         table_rows: int = 16,
         repetition_tail_fraction: float = 0.5,
         repetition_min_repeats: int = 3,
@@ -84,8 +89,13 @@ class StepAnalysis:
             repetition=rule,
         )
         self.probe_every = _int_at_least("probe_every", probe_every, 0)
-        self.probe = ProbeSet(_int_at_least("probe_samples_per_side", probe_samples_per_side, 1),
-                              _int_at_least("probe_rows_per_pass", probe_rows_per_pass, 1))
+        self.probe = ProbeSet(
+            _int_at_least("probe_samples_per_side", probe_samples_per_side, 1),
+            _int_at_least("probe_rows_per_pass", probe_rows_per_pass, 1),
+            max_per_prompt=_int_at_least("probe_max_per_prompt", probe_max_per_prompt, 1),
+            fill_steps=_int_at_least("probe_fill_steps", probe_fill_steps, 1),
+            bootstrap_resamples=_int_at_least("probe_bootstrap_resamples", probe_bootstrap_resamples, 1),
+            bootstrap_seed=_int_at_least("probe_bootstrap_seed", probe_bootstrap_seed, 0))
         self.table_rows = _int_at_least("table_rows", table_rows, 0)
         self.token_texts: TokenTexts | None = None
 
@@ -101,10 +111,10 @@ class StepAnalysis:
         """Measures ``defect/no_<name>_share`` in ``answer_format`` (None: not measured)."""
         self.options = replace(self.options, answer_format=answer_format)
 
-    def observe(self, batch: RolloutBatch) -> None:
-        """Captures the probe sides still missing from the scored ``batch``."""
+    def observe(self, batch: RolloutBatch, step: int) -> None:
+        """Fills the probe sides still open from the scored ``batch`` of ``step``."""
         if self.probing:
-            self.probe.capture(batch)
+            self.probe.capture(batch, step)
 
     def batch_metrics(self, batch: RolloutBatch) -> MeanMeter:
         return batch_metrics(batch, self.options if self.enabled else None)

@@ -82,13 +82,13 @@ def hook_times(repeats: int) -> dict[str, float]:
     on, off = StepAnalysis(), StepAnalysis(enabled=False)
     on.bind_tokenizer(build_char_tokenizer())
     on.bind_answer_format(BoxedAnswer())
-    on.observe(batch)  # capture once, as on the first step
+    on.observe(batch, 1)  # capture once, as on the first step
     res = {
         "score_batch (reference)": statistics.median(timed(lambda: score_batch(policy, batch, 64, True, SPEC), repeats)),
         "off: batch_metrics": statistics.median(timed(lambda: off.batch_metrics(batch).means(), repeats)),
         "on: batch_metrics": statistics.median(timed(lambda: on.batch_metrics(batch).means(), repeats)),
-        "on: observe (first, captures)": statistics.median(timed(lambda: StepAnalysis().observe(batch), repeats)),
-        "on: observe (captured)": statistics.median(timed(lambda: on.observe(batch), repeats)),
+        "on: observe (first, captures)": statistics.median(timed(lambda: StepAnalysis().observe(batch, 1), repeats)),
+        "on: observe (captured)": statistics.median(timed(lambda: on.observe(batch, 100), repeats)),
         "on: probe_metrics (due)": statistics.median(timed(lambda: on.probe_metrics(on.probe_every, policy, SPEC), repeats)),
         "on: media (token-dump steps only)": statistics.median(timed(lambda: on.media(1, batch), repeats)),
     }

@@ -1,6 +1,7 @@
 """Live analysis metrics against hand-computed numbers; defects; media; the analysis config."""
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from rlvr_exp.analysis.defects import RepetitionRule, defect_metrics, is_repetitive, smallest_period
 from rlvr_exp.analysis.live import StepMeter, linear_quantile, position_buckets
@@ -236,11 +238,21 @@ def test_options_instantiate(option):
     assert isinstance(analysis, StepAnalysis) and analysis.enabled == (option == "default")
 
 
+def test_yaml_defaults_equal_the_constructor_defaults():
+    """conf/analysis/default.yaml and StepAnalysis both hold the defaults: they must agree."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["analysis=default"])
+    yaml = {k: v for k, v in OmegaConf.to_container(cfg.analysis).items() if k != "_target_"}
+    params = inspect.signature(StepAnalysis).parameters
+    assert set(yaml) == set(params) and {k: params[k].default for k in yaml} == yaml
+
+
 @pytest.mark.parametrize("key,value", [
     ("position_buckets", 0), ("top_entropy_fraction", 0.0), ("top_entropy_fraction", 1.5), ("probe_every", -1),
     ("probe_samples_per_side", 0), ("probe_rows_per_pass", 0), ("table_rows", -1), ("enabled", "yes"),
     ("repetition_tail_fraction", 0.0), ("repetition_min_repeats", 1), ("repetition_min_tail_chars", 0),
-    ("position_buckets", 2.5),
+    ("position_buckets", 2.5), ("probe_max_per_prompt", 0), ("probe_fill_steps", 0),
+    ("probe_bootstrap_resamples", 0), ("probe_bootstrap_seed", -1),
 ])
 def test_bad_knob_names_its_key(key, value):
     with pytest.raises(ValueError, match=rf"analysis\.{key} .*{value!r}"):

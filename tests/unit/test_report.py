@@ -132,11 +132,42 @@ def test_strategy_labels_add_only_varying_strategy_overrides(tmp_path):
     assert strategy_labels(runs) == ["ppl @always shaper.ppl.alpha=0.01", "ppl @always shaper.ppl.alpha=0.05"]
 
 
-def section_b_text(pos_end: float, neg_end: float) -> str:
+def section_b_text(pos_end: float, neg_end: float, probe: dict[int, dict] | None = None, config=None) -> str:
     rows = [{"step": 0}] + [{"step": s, "entropy/pos": 1.0, "entropy/neg": 1.0} for s in range(1, 6)]
     rows += [{"step": s, "entropy/pos": pos_end, "entropy/neg": neg_end} for s in range(6, 21)]
-    run = Run(path=None, rows=rows, summary=None, config={}, choices={})
+    for step, values in (probe or {}).items():
+        rows[step].update(values)
+    run = Run(path=None, rows=rows, summary=None, config=config or {}, choices={})
     return section_b(run, boundary=15)
+
+
+def probe_row(neg: float, gap_lo: float, gap_hi: float) -> dict:
+    return {"probe/entropy_change_neg": neg, "probe/entropy_change_neg_lo": neg - 0.1,
+            "probe/entropy_change_neg_hi": neg + 0.1, "probe/entropy_change_pos": -0.05,
+            "probe/entropy_change_pos_lo": -0.1, "probe/entropy_change_pos_hi": 0.0,
+            "probe/entropy_change_neg_minus_pos": neg + 0.05, "probe/entropy_change_neg_minus_pos_lo": gap_lo,
+            "probe/entropy_change_neg_minus_pos_hi": gap_hi,
+            "probe/capture_first_pos": 1, "probe/capture_last_pos": 3, "probe/capture_first_neg": 1,
+            "probe/capture_last_neg": 1, "probe/responses_neg": 32, "probe/prompts_neg": 20,
+            "probe/responses_pos": 30, "probe/prompts_pos": 18}
+
+
+def test_section_b_probe_names_the_capture_steps_and_the_interval():
+    config = {"analysis": {"probe_bootstrap_resamples": 1000, "probe_bootstrap_seed": 0}}
+    # probe steps 10 and 20; the rising stage ends at 15, so the numbers are step 10's
+    text = section_b_text(0.9, 0.5, {10: probe_row(-0.2, -0.25, -0.05), 20: probe_row(-0.9, -1.0, -0.8)}, config)
+    assert ("**Yes** (fixed probe set, change from capture to step 10; captured at step 1-3; 32 negative "
+            "responses from 20 prompts; 30 positive responses from 18 prompts): negative samples -0.2000 "
+            "[95% CI -0.3000, -0.1000] nats, positive samples -0.0500 [95% CI -0.1000, +0.0000] nats; "
+            "negative − positive -0.1500 [95% CI -0.2500, -0.0500]: entropy fell more on negative samples, "
+            "beyond the bootstrap noise (the interval excludes 0).") in text
+    assert "over the probe's prompts (each prompt's responses resampled together, 1000 resamples, seed 0" in text
+    within = section_b_text(0.9, 0.5, {10: probe_row(-0.2, -0.25, 0.05)})
+    assert "no difference beyond the bootstrap noise (the interval includes 0)" in within
+    # a run from before the bootstrap and the capture keys: the numbers without intervals, said so
+    old = section_b_text(0.9, 0.5, {10: {"probe/entropy_change_neg": -0.2, "probe/entropy_change_pos": -0.05}})
+    assert "change from capture to step 10; capture step not logged" in old and "95% CI" not in old
+    assert "negative samples -0.2000 nats" in old and "no interval logged" in old
 
 
 def test_section_b_answers_with_numbers():
