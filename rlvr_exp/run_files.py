@@ -48,7 +48,11 @@ STEP_GLOB = "step_*"
 
 #: The per-token record: one row per response token (padding excluded), docs/method.md section 8.
 TOKEN_COLUMNS = ("step", "sample", "group", "position", "rel_position", "token_id", "logp_old", "entropy",
-                 "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl")
+                 "advantage_raw", "advantage", "in_loss", "reward", "correct", "response_len", "logppl",
+                 "delta_logp")
+#: Columns added to the record after its first version: records written before them lack them, and
+#: readers must accept such files (the analysis then leaves out what needs them).
+LATER_TOKEN_COLUMNS = ("delta_logp",)
 
 
 def step_name(step: int) -> str:

@@ -26,7 +26,7 @@ from rlvr_exp.evaluate import Evaluator
 from rlvr_exp.faults import CheckpointError, FaultGuard, NonFiniteLogitsError
 from rlvr_exp.logging.run_logger import RunLogger
 from rlvr_exp.logging.summary import run_summary
-from rlvr_exp.logging.token_dump import dump_tokens
+from rlvr_exp.logging.token_dump import dump_tokens, update_shift
 from rlvr_exp.rewards.base import Reward
 from rlvr_exp.rollout.base import Rollout, SamplingParams
 from rlvr_exp.shapers.base import ShaperContext
@@ -196,7 +196,8 @@ class Trainer:
                         "train/lr": self.scheduler.get_last_lr()[0]})
         metrics.update(p.analysis.probe_metrics(step, p.policy, self.spec))
         if cfg.dump_tokens_every and step % cfg.dump_tokens_every == 0:
-            dump_tokens(self.run_dir, batch, step, cfg.dump_samples, p.dist.shard)
+            shift = update_shift(p.policy, batch, cfg.dump_samples, cfg.score_rows_per_pass, self.spec)
+            dump_tokens(self.run_dir, batch, step, cfg.dump_samples, p.dist.shard, shift)
             if p.logger.has_run:
                 p.logger.log_media(step, p.analysis.media(step, batch))
         metrics.update(self._stage(step, metrics))

@@ -6,7 +6,8 @@ report.md answers, with the run's own numbers, the three questions of arXiv 2508
 module per section: (a) where the rising stage ends (:mod:`stage_section`), (b) whether the
 rising-stage entropy fall is concentrated in negative samples (:mod:`negative_section`), (c) how
 entropy and its change depend on the token position and the sample perplexity in the plateau
-(:mod:`position_ppl_section`), then the high-entropy tokens (:mod:`token_section`) and the defect
+(:mod:`position_ppl_section`), then where the update lands, by position, logPPL and entropy, from
+the record's ``delta_logp`` (:mod:`update_section`), the high-entropy tokens (:mod:`token_section`) and the defect
 rates (:mod:`defect_section`). The numbers are in :mod:`report_numbers`; several runs are compared
 by :mod:`compare`.
 """
@@ -23,6 +24,7 @@ from rlvr_exp.analysis.report_numbers import per_sample, stage_of
 from rlvr_exp.analysis.runs import load_run, read_tokens, strategy_labels, token_decoder
 from rlvr_exp.analysis.stage_section import find_boundary, section_a
 from rlvr_exp.analysis.token_section import section_tokens, write_token_csv
+from rlvr_exp.analysis.update_section import has_update_column, section_d
 from rlvr_exp.analysis.wandb_upload import log_to_wandb
 from rlvr_exp.dashboard.links import dashboard_lines
 
@@ -53,6 +55,7 @@ def analyze_run(run_dir: Path, wandb: bool) -> Path:
     skipped = [] if has_probe else ["probe-set panel (no `probe/entropy_change_*`)"]
     skipped += [] if has_buckets else ["per-step position-bucket panel (no `entropy/pos_bucket_<i>`)"]
     skipped += [] if keys else ["defect plot (no `defect/*` or `train/clipped_share`)"]
+    skipped += [] if has_update_column(tokens) else ["update tables (no `delta_logp` in the token records)"]
     label = strategy_labels([run])[0]
     header = [f"# Analysis of `{run.path}`", "",
               f"Strategy: **{label}**, seed {run.seed}, {len(run.rows)} logged steps, {len(run.token_files)} token "
@@ -61,7 +64,7 @@ def analyze_run(run_dir: Path, wandb: bool) -> Path:
               "Skipped: " + ("; ".join(skipped) if skipped else "nothing") + ".",
               *dashboard_lines(run.path, run.path.parent)]
     parts = ["\n".join(header), section_a(run, boundary, how), section_b(run, boundary), text_c,
-             text_tokens, section_defects(run.rows, keys, boundary)]
+             section_d(tokens, boundary), text_tokens, section_defects(run.rows, keys, boundary)]
     report = out / "report.md"
     report.write_text("\n\n".join(parts) + "\n")
     if wandb:

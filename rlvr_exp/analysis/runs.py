@@ -123,13 +123,24 @@ def load_run(path: Path) -> Run:
 
 
 def read_tokens(run: Run) -> pa.Table:
-    """All token dumps of a run, concatenated (contract columns only); raises when there are none."""
+    """All token dumps of a run, concatenated (contract columns only); raises when there are none.
+    A file written before a :data:`rlvr_exp.run_files.LATER_TOKEN_COLUMNS` column existed reads
+    with that column null."""
     files = run.token_files
     if not files:
         raise AnalysisInputError(
             f"{run.path}: no per-token records (tokens/step_*.parquet is missing or empty): "
             "re-run with trainer.dump_tokens_every>0 to write them.")
-    return pa.concat_tables([pq.read_table(f, columns=list(rf.TOKEN_COLUMNS)) for f in files])
+    return pa.concat_tables([_read_token_file(f) for f in files])
+
+
+def _read_token_file(path: Path) -> pa.Table:
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in rf.TOKEN_COLUMNS if c in present or c not in rf.LATER_TOKEN_COLUMNS])
+    for name in rf.LATER_TOKEN_COLUMNS:
+        if name not in present:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float32()))
+    return table.select(list(rf.TOKEN_COLUMNS))
 
 
 def strategy_label(choices: dict[str, Any], config: dict[str, Any] | None = None) -> str:

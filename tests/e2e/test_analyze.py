@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from rlvr_exp.analyze import main
@@ -69,6 +71,11 @@ def test_report_and_plots(run_dir):
     assert re.search(r"\*\*(Yes|No)[^*]*\*\* \(batch metrics\): negative samples [0-9.]+ -> [0-9.]+ nats", text)
     assert "| rank | token | count | share of high-entropy tokens | mean entropy (nats) |" in text
     assert "| 1 | `'" in text  # decoded with the checkpoint's tokenizer, not shown as ids
+    assert "## (d) Where does the update land?" in text and "| 0.0-0.2 | " in text  # delta_logp tables
+    assert re.search(r"\d rising dump steps \(\d+-\d+\), \d+ tokens\. Mean \|Δ\| [0-9.]+", text)
+    assert re.search(r"fixed probe set, change from capture to step 30; captured at step 1(-\d)?; \d+ negative "
+                     r"responses from \d+ prompts", text), text
+    assert "[95% CI " in text
     csv_lines = (out / "high_entropy_tokens.csv").read_text().splitlines()
     assert csv_lines[0] == "stage,rank,token_id,token,count,share,mean_entropy" and len(csv_lines) > 1
 
@@ -94,6 +101,19 @@ def test_run_without_token_dumps_exits_2(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(copy) in err and "no per-token records" in err and "trainer.dump_tokens_every>0" in err
     assert not (copy / "analysis").exists()  # fails before writing anything
+
+
+def test_delta_logp_is_the_update_shift_and_old_records_still_read(run_dir, tmp_path):
+    tokens = pq.read_table(sorted((run_dir / "tokens").glob("step_*.parquet"))[0])
+    delta = tokens.column("delta_logp").to_numpy()
+    assert tokens.column("delta_logp").null_count == 0 and np.abs(delta).max() > 0
+    # a record written before the column existed: the report still comes, without the update tables
+    old = shutil.copytree(run_dir, tmp_path / "old", ignore=shutil.ignore_patterns("wandb", "analysis"))
+    for path in (old / "tokens").glob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["delta_logp"]), path)
+    assert main([str(old), "--no-wandb"]) == 0
+    text = (old / "analysis" / "report.md").read_text()
+    assert "No `delta_logp` in the token records" in text and "update tables (no `delta_logp`" in text
 
 
 def test_two_runs_give_a_comparison(run_dir, tmp_path, capsys):

@@ -7,12 +7,24 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from rlvr_exp import run_files as rf
 from rlvr_exp.analysis import report_numbers as report
 from rlvr_exp.analysis.compare import compare_runs
 from rlvr_exp.analysis.negative_section import section_b
-from rlvr_exp.analysis.runs import AnalysisInputError, Run, expand, load_run, series, strategy_label, strategy_labels
+from rlvr_exp.analysis.runs import (
+    AnalysisInputError,
+    Run,
+    expand,
+    load_run,
+    read_tokens,
+    series,
+    strategy_label,
+    strategy_labels,
+)
+from rlvr_exp.analysis.update_section import landing, quantile_buckets, section_d
 
 
 def test_bucket_means_hand_computed():
@@ -213,3 +225,59 @@ def test_not_a_run_folder(tmp_path):
     with pytest.raises(AnalysisInputError, match="does not exist"):
         load_run(tmp_path / "missing")
     assert math.isnan(report.change_to([{"step": 1, "x": 0.0}], "x", 1)["relative"])
+
+
+# ------------------------------------------------------------------ section (d): delta_logp
+def test_landing_hand_computed():
+    got = landing(np.array([0, 0, 1, 1, 1]), np.array([0.1, -0.3, 0.2, 0.2, -0.4]), np.array([1.0, -1.0, -1.0, 0.0, 1.0]), 3)
+    # bucket 0: |0.1|, |-0.3| -> 0.2; toward 0.1*1 + (-0.3)*(-1) = 0.4 -> 0.2
+    # bucket 1: (0.2 + 0.2 + 0.4) / 3; toward 0.2*(-1) + 0.2*0 + (-0.4)*1 = -0.6 -> -0.2; bucket 2 empty
+    assert got["tokens"].tolist() == [2, 3, 0]
+    np.testing.assert_allclose(got["abs"], [0.2, 0.8 / 3, np.nan])
+    np.testing.assert_allclose(got["toward"], [0.2, -0.2, np.nan])
+
+
+def test_quantile_buckets():
+    bucket, edges = quantile_buckets(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2)
+    assert edges.tolist() == [1.0, 3.0, 5.0] and bucket.tolist() == [0, 0, 1, 1, 1]  # the maximum in the last
+
+
+def delta_table(delta: list | None = None) -> pa.Table:
+    """Step 5 (rising): tokens at rel 0.0 and 0.9, both advantage +1; step 20 (plateau): rel 0.1 and
+    0.5, both advantage -1."""
+    data = {"step": pa.array([5, 5, 20, 20], pa.int64()), "rel_position": pa.array([0.0, 0.9, 0.1, 0.5], pa.float32()),
+            "advantage": pa.array([1.0, 1.0, -1.0, -1.0], pa.float32()),
+            "entropy": pa.array([0.1, 0.2, 0.3, 0.4], pa.float32()), "logppl": pa.array([0.5, 0.5, 1.0, 1.0], pa.float32())}
+    if delta is not None:
+        data["delta_logp"] = pa.array(delta, pa.float32())
+    return pa.table(data)
+
+
+def test_section_d_hand_computed_report_table():
+    text = section_d(delta_table([0.2, -0.1, -0.4, 0.05]), boundary=15)
+    # |Δ| mean (0.2 + 0.1 + 0.4 + 0.05) / 4; toward (0.2 - 0.1 + 0.4 - 0.05) / 4
+    assert "1 rising dump steps (5-5); 1 plateau dump steps (20-20), 4 tokens. Mean |Δ| 0.1875" in text
+    assert "mean signed change toward the reward +0.1125" in text
+    assert ("| position | rising tokens | rising mean abs Δ | rising toward reward | plateau tokens | "
+            "plateau mean abs Δ | plateau toward reward |") in text
+    assert "| 0.0-0.2 | 1 | 0.2000 | +0.2000 | 1 | 0.4000 | +0.4000 |" in text
+    assert "| 0.4-0.6 | 0 | n/a | n/a | 1 | 0.0500 | -0.0500 |" in text
+    assert "| 0.8-1.0 | 1 | 0.1000 | -0.1000 | 0 | n/a | n/a |" in text
+    assert ("By position, mean |Δ| in the last fifth vs the first fifth of the response: rising 0.1000 vs 0.2000 "
+            "(0.50x); plateau n/a vs 0.4000 (ratio n/a).") in text
+    for heading in ("### By position", "### By response logPPL", "### By token entropy"):
+        assert heading in text
+    # no column, or a column of nulls (a writer without it): no tables, said so
+    for old in (delta_table(), delta_table([None] * 4)):
+        assert "No `delta_logp` in the token records" in section_d(old, boundary=15)
+
+
+def test_read_tokens_accepts_records_without_delta_logp(tmp_path):
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    new = pa.table({name: pa.array([1.0], pa.float32()) for name in rf.TOKEN_COLUMNS})
+    old = new.drop_columns(["delta_logp"])
+    pq.write_table(old, rf.token_file(tmp_path, 1))
+    pq.write_table(new, rf.token_file(tmp_path, 2))
+    tokens = read_tokens(load_run(tmp_path))
+    assert tokens.column_names == list(rf.TOKEN_COLUMNS) and tokens.column("delta_logp").to_pylist() == [None, 1.0]
