@@ -13,6 +13,14 @@ Sampling matches :class:`~rlvr_exp.rollout.hf.HFRollout`: full-vocabulary nucleu
 ``max_new_tokens``. Each prompt gets a seed drawn from torch's global RNG, so a run is
 reproducible under its seed and its resume point, like the HF path.
 
+Non-finite logits are a named fault, as with HF (rlvr_exp/faults.py). vLLM samples from NaN logits
+without an error (its sampler takes an argmax over NaN probabilities), so every request asks for the
+log-prob of each sampled token (``logprobs=0``: vLLM's log-softmax of the raw logits, one extra pass
+over the vocabulary per decoding step, no other tokens returned). A NaN or an infinity anywhere in
+a row of logits makes the sampled token's log-prob NaN or -inf, and :func:`responses` raises
+:class:`~rlvr_exp.faults.NonFiniteLogitsError` after sampling, which the trainer names with the
+step and the last checkpoint.
+
 Under torchrun (``distributed=fsdp``) every rank starts its own engine on its own GPU and receives
 the gathered full weights after each step. Untested here (no vLLM on the CI machine); vLLM may need
 ``distributed_executor_backend="external_launcher"`` to live beside torch's process group.
@@ -20,13 +28,44 @@ the gathered full weights after each step. Untested here (no vLLM on the CI mach
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import tempfile
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch.distributed.tensor import DTensor
 
+from rlvr_exp.faults import NonFiniteLogitsError
 from rlvr_exp.rollout.base import SamplingParams
+
+
+def finite_logprobs(completion: Any) -> bool:
+    """True when every sampled token of a vLLM ``CompletionOutput`` has a finite log-prob: its
+    ``cumulative_logprob`` (their sum) when vLLM reports it, else each of its ``logprobs`` (one
+    ``{token_id: Logprob}`` per position). A completion without either counts as finite."""
+    if completion.cumulative_logprob is not None:
+        return math.isfinite(completion.cumulative_logprob)
+    steps = completion.logprobs or []
+    return all(math.isfinite(step[token].logprob) for token, step in zip(completion.token_ids, steps))
+
+
+def responses(outputs: Iterable[Any], eos_id: int) -> list[list[int]]:
+    """The sampled ids of vLLM ``RequestOutput``s (prompt order; each one's n completions in
+    ``index`` order), with ``eos_id`` at the end of a response that stopped on it, as HF keeps it.
+    Raises NonFiniteLogitsError when a sampled token's log-prob is not finite."""
+    out: list[list[int]] = []
+    for request in outputs:
+        for completion in sorted(request.outputs, key=lambda c: c.index):
+            if not finite_logprobs(completion):
+                raise NonFiniteLogitsError("the policy's logits were NaN or infinite while sampling (vLLM reported "
+                                           "a non-finite log-prob for a sampled token)")
+            ids = list(completion.token_ids)
+            if completion.finish_reason == "stop" and (not ids or ids[-1] != eos_id):
+                ids.append(eos_id)  # stopped on EOS: keep it, as HF generate does
+            out.append(ids)
+    return out
 
 
 class VLLMRollout:
@@ -101,19 +140,12 @@ class VLLMRollout:
             VllmSampling(
                 n=sampling.n, temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p, top_k=0,
                 max_tokens=sampling.max_new_tokens, stop_token_ids=[self.eos_id], ignore_eos=False,
-                detokenize=False, seed=seed,
+                detokenize=False, seed=seed, logprobs=0,  # the sampled tokens' log-probs: the finiteness check
             )
             for seed in seeds
         ]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
-        out: list[list[int]] = []
-        for request in outputs:  # in prompt order; its n completions in index order
-            for completion in sorted(request.outputs, key=lambda c: c.index):
-                ids = list(completion.token_ids)
-                if completion.finish_reason == "stop" and (not ids or ids[-1] != self.eos_id):
-                    ids.append(self.eos_id)  # stopped on EOS: keep it, as HF generate does
-                out.append(ids)
-        return out
+        return responses(outputs, self.eos_id)
 
     def close(self) -> None:
         self.llm = None

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import copy
+import importlib.machinery
 import json
+import sys
+import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from rlvr_exp.faults import FaultGuard, NonFiniteLogitsError, NumericalFault, js
 from rlvr_exp.logging.run_logger import RunLogger
 from rlvr_exp.rollout.base import SamplingParams
 from rlvr_exp.rollout.hf import HFRollout
+from rlvr_exp.rollout.vllm_engine import VLLMRollout, responses
 from rlvr_exp.update import ppo_update
 
 SPEC = LogProbSpec(1.0, 0)
@@ -98,3 +103,66 @@ def test_sampling_with_nan_weights_is_a_named_error(tiny_model, char_tokenizer):
     prompt = char_tokenizer("1+2=")["input_ids"]
     with pytest.raises(NonFiniteLogitsError, match="NaN or infinite while sampling"):
         rollout.generate([prompt], SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=4))
+
+
+# ------------------------------------------------- rollout=vllm, with a fake engine (vLLM not needed)
+def completion(index, ids, finish, logprobs, cumulative=True):
+    """A vLLM ``CompletionOutput`` as the engine reports it with ``logprobs=0``: one
+    ``{token_id: Logprob}`` per sampled token, and their sum (absent in some vLLM versions)."""
+    steps = [{t: SimpleNamespace(logprob=lp)} for t, lp in zip(ids, logprobs)]
+    total = sum(logprobs) if cumulative else None
+    return SimpleNamespace(index=index, token_ids=tuple(ids), finish_reason=finish, logprobs=steps,
+                           cumulative_logprob=total)
+
+
+def request(*completions):
+    return SimpleNamespace(outputs=list(completions))
+
+
+EOS = 2
+
+
+def test_vllm_responses_are_prompt_major_and_keep_eos():
+    outputs = [request(completion(1, [5, 6], "length", [-0.1, -0.2]), completion(0, [7], "stop", [-0.3])),
+               request(completion(0, [8, EOS], "stop", [-0.4, -0.5]))]
+    assert responses(outputs, EOS) == [[7, EOS], [5, 6], [8, EOS]]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), float("inf")])
+@pytest.mark.parametrize("cumulative", [True, False])
+def test_vllm_non_finite_sampled_logprob_is_a_named_fault(bad, cumulative):
+    outputs = [request(completion(0, [5, 6], "length", [-0.1, -0.2], cumulative)),
+               request(completion(0, [7, 8], "length", [-0.3, bad], cumulative))]
+    with pytest.raises(NonFiniteLogitsError, match="NaN or infinite while sampling"):
+        responses(outputs, EOS)
+
+
+def test_vllm_rollout_asks_for_logprobs_and_stops_on_nan(monkeypatch):
+    """The whole ``VLLMRollout.generate`` on a fake ``vllm`` module and engine: each request asks
+    for the sampled tokens' log-probs, and a NaN among them raises before any ids are returned."""
+    asked = []
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)  # "installed", for VLLMRollout's check
+    fake.SamplingParams = lambda **kw: asked.append(kw) or kw
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = dict
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+
+    class Engine:
+        def __init__(self, logprob):
+            self.logprob = logprob
+
+        def generate(self, prompts, params, use_tqdm):
+            return [request(*(completion(i, [4, EOS], "stop", [-0.5, self.logprob]) for i in range(p["n"])))
+                    for p in params]
+
+    rollout = VLLMRollout()
+    rollout.eos_id = EOS
+    sampling = SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=4)
+    rollout.llm = Engine(-0.25)
+    assert rollout.generate([[1, 3], [3]], sampling) == [[4, EOS]] * 4
+    assert [kw["logprobs"] for kw in asked] == [0, 0]
+    rollout.llm = Engine(float("nan"))
+    with pytest.raises(NonFiniteLogitsError):
+        rollout.generate([[1, 3]], sampling)

@@ -103,3 +103,22 @@ def test_engine_logprobs_match_the_trainers_recomputed_ones(pair, char_tokenizer
             worst, tokens = max(worst, (ours[0] - reported).abs().max().item()), tokens + len(ids)
     assert tokens > 12
     assert worst < LOGPROB_TOLERANCE, worst
+
+
+def test_nan_logits_are_a_named_fault(pair, char_tokenizer):
+    """vLLM samples from NaN logits without an error; the sampled tokens' log-probs it reports are
+    then NaN, and the rollout raises NonFiniteLogitsError (as HFRollout does)."""
+    import copy
+
+    from rlvr_exp.faults import NonFiniteLogitsError
+
+    model, _, engine = pair
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.lm_head.weight.fill_(float("nan"))
+    engine.sync_weights(broken)
+    try:
+        with pytest.raises(NonFiniteLogitsError):
+            engine.generate(prompts(char_tokenizer), SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=4))
+    finally:
+        engine.sync_weights(model)
