@@ -40,9 +40,12 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> str:
     markdown = "\n".join(table)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    curves = list(zip(labels, [r.rows for r in runs]))
+    same = [" = ".join(f"`{label}`" for label in g) for g in plots.coinciding(curves) if len(g) > 1]
     if runs:
-        plots.compare_curves(list(zip(labels, [r.rows for r in runs])), out_dir / "compare_curves.png")
+        plots.compare_curves(curves, out_dir / "compare_curves.png")
     body = [f"# Comparison of {len(run_dirs)} runs", "", markdown, "",
+            *([f"Identical curves (validation accuracy and entropy, every seed): {'; '.join(same)}.", ""] if same else []),
             "Failed or unfinished jobs: " + ("none." if not failed else ""), *[f"- {f}" for f in failed], "",
             "Runs: " + ", ".join(f"`{r.path}`" for r in runs), *dashboard_lines(*sorted({r.path.parent for r in runs})), "",
             "![curves](compare_curves.png)"]

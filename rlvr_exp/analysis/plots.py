@@ -109,11 +109,25 @@ def bucket_labels(n_buckets: int) -> list[str]:
     return [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
 
 
+#: Line style of a stage's profile and of its halves' (the colour is the stage's).
+WINDOW_STYLES = {"": {"linestyle": "-", "marker": "o", "linewidth": 2.0, "alpha": 1.0},
+                 "1st half": {"linestyle": ":", "marker": "v", "linewidth": 1.3, "alpha": 0.8},
+                 "2nd half": {"linestyle": "--", "marker": "^", "linewidth": 1.3, "alpha": 0.8}}
+
+
+def profile_style(name: str) -> dict[str, object]:
+    """Matplotlib style of a profile named ``<stage>`` or ``<stage> 1st half`` / ``2nd half``:
+    the stage's colour, and a line style and marker of its own for the whole stage and each half."""
+    stage, _, window = name.partition(" ")
+    return {**WINDOW_STYLES[window], "color": STAGE_COLORS.get(stage, "grey")}
+
+
 def entropy_by_position(profiles: dict[str, np.ndarray], rows: Rows, boundary: int | None,
                         path: Path) -> tuple[Path, bool]:
     """Panel 1: mean token entropy per relative-position bucket, one line per stage (and the
-    halves of each stage, dashed). Panel 2, when ``entropy/pos_bucket_<i>`` were logged: those
-    per-step bucket entropies. Returns (path, per-step panel drawn)."""
+    halves of each stage: earlier dotted, later dashed, :func:`profile_style`). Panel 2, when
+    ``entropy/pos_bucket_<i>`` were logged: those per-step bucket entropies. Returns (path,
+    per-step panel drawn)."""
     bucket_keys = sorted({k for r in rows for k in r if k.startswith("entropy/pos_bucket_")},
                          key=lambda k: int(k.rsplit("_", 1)[1]))
     fig = Figure(figsize=(9, 7.5 if bucket_keys else 4.5))
@@ -121,11 +135,7 @@ def entropy_by_position(profiles: dict[str, np.ndarray], rows: Rows, boundary: i
     n = len(next(iter(profiles.values())))
     x = np.arange(n)
     for name, means in profiles.items():
-        stage = name.split(" ")[0]
-        half = name != stage
-        axes[0].plot(x, means, marker="o" if not half else ".", linestyle="--" if half else "-",
-                     linewidth=1.0 if half else 2.0, alpha=0.6 if half else 1.0,
-                     color=STAGE_COLORS.get(stage, "grey"), label=f"{name} dumps")
+        axes[0].plot(x, means, **profile_style(name), label=f"{name} dumps")
     axes[0].set_xticks(x, bucket_labels(n))
     axes[0].set(title="Entropy by relative position in the response, per stage",
                 xlabel="relative position in response ((t-1)/L)", ylabel="mean token entropy (nats)")
@@ -185,17 +195,39 @@ def defects(rows: Rows, keys: dict[str, str], boundary: int | None, path: Path) 
     return _save(fig, path)
 
 
+def coinciding(runs: list[tuple[str, Rows]]) -> list[list[str]]:
+    """Groups of strategy labels whose runs draw the same curves (every run's ``val/accuracy`` and
+    ``entropy/mean`` series equal, as a set over seeds), in first-seen order; one label per group
+    when no two coincide. Coinciding arms hide each other in :func:`compare_curves`."""
+    curves: dict[str, list[tuple]] = {}
+    for label, rows in runs:
+        curves.setdefault(label, []).append(tuple(
+            (tuple(steps.tolist()), tuple(values.tolist())) for steps, values in (
+                series(rows, "val/accuracy"), series(rows, "entropy/mean"))))
+    groups: dict[tuple, list[str]] = {}
+    for label, per_run in curves.items():
+        groups.setdefault(tuple(sorted(per_run)), []).append(label)
+    return list(groups.values())
+
+
+def legend_labels(groups: list[list[str]]) -> dict[str, str]:
+    """label -> its legend entry: the label, or ``a = b (identical)`` for every label of a group."""
+    return {label: " = ".join(g) + " (identical)" if len(g) > 1 else label for g in groups for label in g}
+
+
 def compare_curves(runs: list[tuple[str, Rows]], path: Path) -> Path:
     """Validation accuracy and mean entropy of several runs, one colour per strategy label
-    (seeds of one strategy share its colour)."""
-    labels = list(dict.fromkeys(label for label, _ in runs))
-    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
-    fig = Figure(figsize=(10, 7.5 + 0.25 * len(labels)))
+    (seeds of one strategy share its colour). Arms whose curves coincide exactly (:func:`coinciding`)
+    share one colour and one legend entry, ``a = b (identical)``: the last one drawn hides the others."""
+    groups = coinciding(runs)
+    legend_of = legend_labels(groups)
+    colors = {label: f"C{i % 10}" for i, group in enumerate(groups) for label in group}  # one per group
+    fig = Figure(figsize=(10, 7.5 + 0.25 * len(groups)))
     top, bottom = fig.subplots(2, 1, sharex=True)
     seen: set[str] = set()
     for label, rows in runs:
-        legend = label if label not in seen else None
-        seen.add(label)
+        legend = legend_of[label] if legend_of[label] not in seen else None
+        seen.add(legend_of[label])
         steps, val = series(rows, "val/accuracy")
         top.plot(steps, val, color=colors[label], marker="o", markersize=3, linewidth=1.2, alpha=0.8, label=legend)
         steps, ent = series(rows, "entropy/mean")
@@ -207,6 +239,6 @@ def compare_curves(runs: list[tuple[str, Rows]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     # one legend under both panels: strategy labels can be long
     fig.legend(*top.get_legend_handles_labels(), loc="lower center", fontsize=8, title="strategy")
-    fig.tight_layout(rect=(0, (0.35 + 0.2 * len(labels)) / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, (0.35 + 0.2 * len(groups)) / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=DPI)
     return path

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlvr_exp import run_files as rf
+from rlvr_exp.analysis import plots
 from rlvr_exp.analysis import report_numbers as report
 from rlvr_exp.analysis.compare import compare_runs
 from rlvr_exp.analysis.negative_section import section_b
@@ -217,6 +218,38 @@ def test_compare_runs_mean_std_over_seeds_and_failed_jobs(tmp_path):
     md = (tmp_path / "out" / "comparison.md").read_text()
     assert "sweep/3`: no metrics.jsonl" in md and "sweep/2` (ppl @plateau): no summary.json" in md
     assert (tmp_path / "out" / "compare_curves.png").stat().st_size > 1000
+    assert "Identical curves" not in md  # the same rows, but two seeds against one: not the same arm's curves
+
+
+def test_compare_runs_names_identical_arms(tmp_path):
+    dirs = [write_run(tmp_path / "sweep" / "0", {"shaper": "none", "stage": "always"}, {}),
+            write_run(tmp_path / "sweep" / "1", {"shaper": "position", "stage": "plateau"}, {})]
+    compare_runs(dirs, tmp_path / "out")
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "Identical curves (validation accuracy and entropy, every seed): `none @always` = `position @plateau`." in md
+
+
+def test_coinciding_arms_share_a_legend_entry():
+    a = [{"step": 0, "val/accuracy": 0.1}, {"step": 1, "entropy/mean": 1.0}]
+    b = [{"step": 0, "val/accuracy": 0.2}, {"step": 1, "entropy/mean": 0.9}]
+    c = [{"step": 0, "val/accuracy": 0.2}, {"step": 1, "entropy/mean": 0.8}]
+    # grpo and position_plateau: the same two runs, seeds in another order; ppl differs in one value
+    runs = [("grpo", a), ("grpo", b), ("ppl", a), ("ppl", c), ("position_plateau", b), ("position_plateau", a)]
+    groups = plots.coinciding(runs)
+    assert groups == [["grpo", "position_plateau"], ["ppl"]]
+    assert plots.legend_labels(groups) == {"grpo": "grpo = position_plateau (identical)", "ppl": "ppl",
+                                           "position_plateau": "grpo = position_plateau (identical)"}
+
+
+def test_position_profile_halves_are_told_apart():
+    names = [f"{stage}{half}" for stage in ("rising", "plateau") for half in ("", " 1st half", " 2nd half")]
+    styles = {name: plots.profile_style(name) for name in names}
+    assert len({(s["color"], s["linestyle"], s["marker"]) for s in styles.values()}) == 6
+    for stage in ("rising", "plateau"):  # a stage's halves: its colour, each its own line style and marker
+        whole, first, second = (styles[f"{stage}{h}"] for h in ("", " 1st half", " 2nd half"))
+        assert whole["color"] == first["color"] == second["color"]
+        assert len({whole["linestyle"], first["linestyle"], second["linestyle"]}) == 3
+        assert len({whole["marker"], first["marker"], second["marker"]}) == 3
 
 
 def test_not_a_run_folder(tmp_path):
