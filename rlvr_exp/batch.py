@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rlvr_exp.algos.token_terms import TokenLoss
 from rlvr_exp.tasks.base import Problem
 
 
@@ -31,6 +32,7 @@ class RolloutBatch:
     advantages_raw: torch.Tensor | None = None  # [B, T] before shaping
     advantages: torch.Tensor | None = None  # [B, T] after the shaper stack
     loss_mask: torch.Tensor | None = None  # [B, T] bool, after every shaper's mask
+    token_loss: TokenLoss | None = None  # the shaper stack's per-token loss term (algos/token_terms.py)
     extras: dict[str, object] = field(default_factory=dict)
 
     @property

@@ -218,6 +218,7 @@ class Trainer:
         out = self.p.shapers(ctx, state)
         batch.advantages = out.advantages * batch.response_mask
         batch.loss_mask = (out.loss_mask if out.loss_mask is not None else loss_mask) & loss_mask
+        batch.token_loss = out.token_loss  # a shaper's per-token loss term, called inside the update
         return self.p.dist.mean_over_ranks(out.metrics)
 
     def _stage(self, step: int, metrics: dict) -> dict:

@@ -54,11 +54,12 @@ def ppo_update(
             m = batch.loss_mask[micro]
             logp, _ = forward_response(model, batch, micro, False, spec)
             ref = batch.ref_logp[micro] if batch.ref_logp is not None else None
-            loss, info = algo.loss(logp, batch.logp_old[micro], batch.advantages[micro], m, norm, ref)
+            loss, info = algo.loss(logp, batch.logp_old[micro], batch.advantages[micro], m, norm, ref,
+                                   batch.token_loss)
             loss.backward()
             total += float(loss.detach())
-            for key, value in info.items():
-                meter.add(f"train/{key}", float((value * m).sum()), float(m.sum()))
+            for key, value in info.items():  # per-token stats: means over the loss tokens
+                meter.add(key, float((value * m).sum()), float(m.sum()))
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
         meter.add("loss/policy", total, share)
         meter.add("train/grad_norm", grad_norm, 1.0)

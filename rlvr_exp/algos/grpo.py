@@ -5,6 +5,7 @@ import torch
 
 from rlvr_exp.algos.advantages import group_advantages
 from rlvr_exp.algos.losses import LOSS_AGG_MODES, Normaliser, aggregate, k3_kl, ppo_clip_loss
+from rlvr_exp.algos.token_terms import LossTokens, TokenLoss
 
 
 class PolicyGradient:
@@ -53,13 +54,24 @@ class PolicyGradient:
         mask: torch.Tensor,
         norm: Normaliser,
         ref_logp: torch.Tensor | None = None,
+        token_loss: TokenLoss | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Micro-batch share of the mini-batch loss and per-token stats (see ``ppo_clip_loss``)."""
+        """Micro-batch share of the mini-batch loss and per-token stats [N, T] under their metric
+        names (``train/clip_low``, ... see ``ppo_clip_loss``). ``token_loss``, the shaper stack's
+        per-token term (rlvr_exp/algos/token_terms.py), rescales and adds to the PPO-clip token
+        loss before aggregation and before the KL-to-reference term; its stats join the dict."""
         loss_tok, info = ppo_clip_loss(logp, logp_old, adv, self.eps_low, self.eps_high)
+        if token_loss is not None:
+            clipped = (info["clip_low"] + info["clip_high"]) > 0
+            terms = token_loss(LossTokens(logp, logp_old, adv, mask.bool(), clipped))
+            loss_tok = terms.apply(loss_tok)
+        info = {f"train/{key}": value for key, value in info.items()}
+        if token_loss is not None:
+            info.update({key: value.detach() for key, value in terms.stats.items()})
         if self.kl_coef > 0:
             if ref_logp is None:
                 raise RuntimeError("kl_coef > 0 but no reference log-probs were computed")
             kl_ref = k3_kl(logp, ref_logp)
             loss_tok = loss_tok + self.kl_coef * kl_ref
-            info["kl_ref"] = kl_ref.detach()
+            info["train/kl_ref"] = kl_ref.detach()
         return aggregate(loss_tok, mask, self.loss_agg, norm), info

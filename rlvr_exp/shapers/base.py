@@ -5,6 +5,10 @@ loss mask. It declares the optional inputs it reads in ``requires``; ``build.py`
 against what the pipeline provides before any model loads. The trainer never learns a
 shaper's name: it builds one :class:`ShaperContext` per step and calls the stack.
 
+A shaper that must act inside the update, on the live log-probs of each micro-batch (Clip-Cov,
+KL-Cov), also returns a per-token loss term, ``ShaperOutput.token_loss``
+(:mod:`rlvr_exp.algos.token_terms`): the loss calls it and rescales or adds to each token's loss.
+
 Shapes: B = P*G responses, T response tokens.
 """
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 import torch
+
+from rlvr_exp.algos.token_terms import TokenLoss
 
 #: Optional inputs a pipeline may provide to shapers (names of :class:`ShaperContext` fields).
 OPTIONAL_INPUTS = frozenset({"logp_old", "entropy", "group_ids", "rel_position", "rewards", "correct"})
@@ -67,11 +73,14 @@ class ShaperContext:
 @dataclass
 class ShaperOutput:
     """advantages: [B, T] shaped (0 on padding); loss_mask: [B, T] bool or None (unchanged);
-    metrics: flat dict of floats, un-namespaced (the stack prefixes ``shaper/<name>/``)."""
+    metrics: flat dict of floats, un-namespaced (the stack prefixes ``shaper/<name>/``);
+    token_loss: a per-token loss term the loss calls on each micro-batch, or None (none). Its
+    stats are un-namespaced too (the stack prefixes them the same way)."""
 
     advantages: torch.Tensor
     loss_mask: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    token_loss: TokenLoss | None = None
 
 
 @runtime_checkable

@@ -5,9 +5,10 @@ Math: with active shapers s_1..s_n (in config order) and start mask M_0 = loss_m
     (A_k, M'_k) = s_k(ctx with advantages A_{k-1}, loss_mask M_{k-1}),  A_0 = ctx.advantages
     M_k = M_{k-1} & M'_k          (M'_k = None leaves the mask as it is)
 
-The stack returns A_n and M_n. Order matters when shapers do not commute (PPL then position
-scales the weighted advantage and caps the bonus against it; position then PPL scales the bonus
-too).
+The stack returns A_n and M_n, and the per-token loss terms of the active entries chained in order
+(rlvr_exp/algos/token_terms.py ``chain``; None when no active entry has one). Order matters when
+shapers do not commute (PPL then position scales the weighted advantage and caps the bonus against
+it; position then PPL scales the bonus too).
 
 Conventions: each entry logs ``shaper/<name>/active`` (1.0 or 0.0) every step and, when active,
 its own metrics under ``shaper/<name>/``. Inactive entries are skipped entirely. With no active
@@ -16,6 +17,7 @@ never None. Names must be unique and each shaper's ``requires`` a subset of ``OP
 """
 from __future__ import annotations
 
+from rlvr_exp.algos.token_terms import TokenLoss, chain
 from rlvr_exp.shapers.base import OPTIONAL_INPUTS, Shaper, ShaperContext, ShaperOutput
 from rlvr_exp.stages.base import Schedule, StageState
 
@@ -50,6 +52,7 @@ class ShaperStack:
         mask = ctx.loss_mask.bool() & ctx.response_mask.bool()  # [B, T]
         cur = ctx.replace(loss_mask=mask)
         metrics: dict[str, float] = {}
+        terms: list[tuple[str, TokenLoss]] = []
         for name, shaper, schedule in self.entries:
             active = bool(schedule.active(ctx.step, stage_state))
             metrics[f"shaper/{name}/active"] = 1.0 if active else 0.0
@@ -60,4 +63,6 @@ class ShaperStack:
                 mask = mask & out.loss_mask.bool()
             cur = cur.replace(advantages=out.advantages, loss_mask=mask)
             metrics.update({f"shaper/{name}/{key}": float(v) for key, v in out.metrics.items()})
-        return ShaperOutput(advantages=cur.advantages, loss_mask=mask, metrics=metrics)
+            if out.token_loss is not None:
+                terms.append((name, out.token_loss))
+        return ShaperOutput(advantages=cur.advantages, loss_mask=mask, metrics=metrics, token_loss=chain(terms))

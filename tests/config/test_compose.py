@@ -128,6 +128,8 @@ STRATEGIES = {  # experiment -> [(shaper, schedule type)] in stack order
     "positive_only": [("positive_only", AlwaysSchedule)],
     "negative_only": [("negative_only", AlwaysSchedule)],
     "high_entropy": [("high_entropy", AlwaysSchedule)],
+    "clip_cov": [("clip_cov", AlwaysSchedule)],
+    "kl_cov": [("kl_cov", AlwaysSchedule)],
 }
 SCALE_PRESETS = {"demo", "paper_qwen2.5_7b", "paper_qwen2.5_math_7b", "smollm2_demo"}
 

@@ -60,8 +60,9 @@ def test_sweep_names_its_folder_group_and_stable_subdirs(name):
 
 EXPECTED = {  # sweep -> (number of jobs, {key: values that must be among the swept ones})
     "shaper_ablation": (12, {"experiment": {"grpo", "ppl", "position_plateau", "ppl_position"}, "seed": {0, 1, 2}}),
-    "controls": (24, {"experiment": {"ppl", "ppl_high", "position_plateau", "position_front_plateau",
-                                     "positive_only", "negative_only", "high_entropy", "grpo"}}),
+    "controls": (30, {"experiment": {"ppl", "ppl_high", "position_plateau", "position_front_plateau",
+                                     "positive_only", "negative_only", "high_entropy", "clip_cov", "kl_cov",
+                                     "grpo"}}),
     "ppl_alpha": (15, {"shaper.ppl.alpha": {0.01}}),
     "position_alpha": (12, {"shaper.position.alpha": {0.05, 0.1}}),
 }

@@ -17,10 +17,15 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from rlvr_exp.algos.grpo import PolicyGradient
+from rlvr_exp.algos.losses import Normaliser, ppo_clip_loss
+from rlvr_exp.algos.token_terms import LossTokens, TokenTerms, centered_covariance, chain
 from rlvr_exp.shapers.base import OPTIONAL_INPUTS, Shaper, ShaperContext, ShaperOutput, check_range
+from rlvr_exp.shapers.clip_cov import ClipCovShaper
 from rlvr_exp.shapers.confident_mask import ConfidentMaskShaper
 from rlvr_exp.shapers.entropy_adv import EntropyAdvantageShaper
 from rlvr_exp.shapers.high_entropy import HighEntropyShaper
+from rlvr_exp.shapers.kl_cov import KLCovShaper
 from rlvr_exp.shapers.negative_only import NegativeOnlyShaper
 from rlvr_exp.shapers.none import NoShaper
 from rlvr_exp.shapers.position import PositionShaper
@@ -48,6 +53,8 @@ ALL_SHAPERS = [
     HighEntropyShaper,
     EntropyAdvantageShaper,
     ProbReweightShaper,
+    ClipCovShaper,
+    KLCovShaper,
 ]
 
 
@@ -548,6 +555,263 @@ class TestProbReweightShaper:
 
 
 # ---------------------------------------------------------------------------------------------
+# The per-token loss terms (Clip-Cov, KL-Cov): they act inside the loss, on the live log-probs.
+#
+# One micro-batch of 5 loss tokens (row 1 has one padding token), float64, exact in binary:
+#   A    = [[ 2,    2,    2  ], [-3,   -3,  pad]]   mean_V A = 0
+#   l    = [[-0.5, -1.0, -3.0], [-0.5, -2.5, pad]]  mean_V l = -7.5 / 5 = -1.5
+#   cov  = [[ 2.0,  1.0, -3.0], [-3.0,  3.0,  0 ]]  = (A - 0) (l + 1.5)
+# Token loss at r = 1 is -A; its gradient d/dl is -A r.
+
+COV_MASK = [[True, True, True], [True, True, False]]
+COV_ADV = [[2.0, 2.0, 2.0], [-3.0, -3.0, 0.0]]
+COV_LOGP = [[-0.5, -1.0, -3.0], [-0.5, -2.5, 0.0]]
+
+
+def cov_case(logp_old_shift: dict[tuple[int, int], float] | None = None):
+    """(logp leaf with grad, logp_old = logp - shift, adv, mask), float64."""
+    mask = torch.tensor(COV_MASK)
+    logp = torch.tensor(COV_LOGP, dtype=torch.float64, requires_grad=True)
+    logp_old = logp.detach().clone()
+    for (i, t), d in (logp_old_shift or {}).items():
+        logp_old[i, t] -= d
+    return logp, logp_old, torch.tensor(COV_ADV, dtype=torch.float64), mask
+
+
+def loss_tokens(logp, logp_old, adv, mask, eps_low=0.2, eps_high=0.28) -> LossTokens:
+    """The LossTokens the loss builds (its clip indicators from ``ppo_clip_loss``)."""
+    _, info = ppo_clip_loss(logp, logp_old, adv, eps_low, eps_high)
+    return LossTokens(logp, logp_old, adv, mask, (info["clip_low"] + info["clip_high"]) > 0)
+
+
+def loss_and_grad(term, logp, logp_old, adv, mask):
+    """token-mean PolicyGradient loss over the 5 tokens with ``term``; (loss, d loss / d logp, info)."""
+    loss, info = PolicyGradient().loss(logp, logp_old, adv, mask, Normaliser(5.0, 2.0, 3.0), None, term)
+    (grad,) = torch.autograd.grad(loss, logp)
+    return loss.item(), grad, info
+
+
+def ref_cov(adv: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor) -> dict[tuple[int, int], float]:
+    """Slow loop: cov of every valid token, means over the valid tokens."""
+    cells = [(i, t) for i in range(mask.shape[0]) for t in range(mask.shape[1]) if mask[i, t]]
+    mean_a = sum(float(adv[c]) for c in cells) / len(cells)
+    mean_l = sum(float(logp[c]) for c in cells) / len(cells)
+    return {c: (float(adv[c]) - mean_a) * (float(logp[c]) - mean_l) for c in cells}
+
+
+def random_tokens(seed: int) -> LossTokens:
+    """A ragged micro-batch with NaN log-probs on padding and some clipped tokens."""
+    g = torch.Generator().manual_seed(seed)
+    n, t = 6, 9
+    mask = torch.arange(t)[None, :] < torch.randint(1, t + 1, (n,), generator=g)[:, None]
+    adv = (torch.randn(n, 1, generator=g, dtype=torch.float64) * (1 + 0.1 * torch.randn(n, t, generator=g))) * mask
+    logp = -torch.empty(n, t, dtype=torch.float64).exponential_(1.0, generator=g)
+    logp_old = logp + 0.3 * torch.randn(n, t, generator=g, dtype=torch.float64)
+    logp, logp_old = torch.where(mask, logp, NAN), torch.where(mask, logp_old, 0.0)
+    _, info = ppo_clip_loss(logp.nan_to_num(), logp_old, adv, 0.2, 0.28)
+    return LossTokens(logp, logp_old, adv, mask, (info["clip_low"] + info["clip_high"]) > 0)
+
+
+def selected(terms: TokenTerms) -> list[tuple[int, int]]:
+    return [tuple(c) for c in terms.stats["selected"].nonzero().tolist()]
+
+
+class TestCenteredCovariance:
+    def test_hand_example(self):
+        logp, _, adv, mask = cov_case()
+        assert_close(centered_covariance(adv, logp, mask), [[2.0, 1.0, -3.0], [-3.0, 3.0, 0.0]])
+        assert not centered_covariance(adv, logp, mask).requires_grad
+
+    def test_matches_loop_and_empty_mask(self):
+        tok = random_tokens(30)
+        cov = centered_covariance(tok.advantages, tok.logp, tok.loss_mask)
+        for cell, value in ref_cov(tok.advantages, tok.logp, tok.loss_mask).items():
+            assert cov[cell].item() == pytest.approx(value, abs=1e-12)
+        assert bool((cov[~tok.loss_mask] == 0).all())
+        empty = torch.zeros_like(tok.loss_mask)
+        assert torch.equal(centered_covariance(tok.advantages, tok.logp, empty), torch.zeros_like(tok.advantages))
+
+
+class TestClipCovShaper:
+    def test_advantages_unchanged_term_returned(self):
+        ctx = random_ctx(15)
+        out = ClipCovShaper()(ctx)
+        assert torch.equal(out.advantages, ctx.advantages.nan_to_num() * ctx.response_mask)
+        assert out.loss_mask is None and out.token_loss is not None
+
+    def test_hand_example_window_and_clip(self):
+        # window (1, 5): candidates cov 2.0 at (0,0) and 3.0 at (1,1); (0,1) sits on lb = 1.0 (strict: out).
+        # ratio 1: k = max(1, floor(1 * 5)) = 5 >= 2 candidates -> both detached.
+        logp, logp_old, adv, mask = cov_case()
+        terms = ClipCovShaper(ratio=1.0)(make_ctx([1], [0.0])).token_loss(loss_tokens(logp, logp_old, adv, mask))
+        assert selected(terms) == [(0, 0), (1, 1)]
+        assert_close(terms.scale, [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+        assert terms.stats["candidates"].nonzero().tolist() == [[0, 0], [1, 1]]
+        # ub = 3.0 is strict too: (1,1) leaves the window
+        terms = ClipCovShaper(ratio=1.0, ub=3.0).token_terms(loss_tokens(logp, logp_old, adv, mask))
+        assert selected(terms) == [(0, 0)]
+
+    def test_hand_loss_and_gradient(self):
+        # ratio 1, r = 1 everywhere: token losses -A = [-2, -2, -2, 3, 3]; (0,0) and (1,1) get 0:
+        #   loss = (0 - 2 - 2 + 3 + 0) / 5 = -0.2 (without: 0 / 5 = 0); the zeroed tokens stay in the /5
+        #   d loss / d l = -A / 5 off the selection = [[0, -0.4, -0.4], [0.6, 0, 0]]
+        logp, logp_old, adv, mask = cov_case()
+        loss, grad, info = loss_and_grad(ClipCovShaper(ratio=1.0).token_terms, logp, logp_old, adv, mask)
+        assert loss == pytest.approx(-0.2, abs=1e-12)
+        assert_close(grad, [[0.0, -0.4, -0.4], [0.6, 0.0, 0.0]], atol=1e-12)
+        assert loss_and_grad(None, logp, logp_old, adv, mask)[0] == pytest.approx(0.0, abs=1e-12)
+        assert info["selected"].sum().item() == 2.0 and "train/clip_low" in info
+
+    def test_clipped_tokens_are_never_candidates(self):
+        # l_old(1,1) = -2.0: r = exp(-0.5) = 0.6065 < 0.8 with A = -3 -> the PPO clip is active there, so (1,1)
+        # leaves the candidates and the default k = max(1, floor(2e-4 * 5)) = 1 has one choice: (0,0).
+        #   losses [0 (detached), -2, -2, 3, -A * 0.8 = 2.4] -> (-2 - 2 + 3 + 2.4) / 5 = 0.28
+        #   gradient: 0 at (0,0) (detached) and (1,1) (clipped); -A / 5 elsewhere
+        logp, logp_old, adv, mask = cov_case({(1, 1): -0.5})
+        for seed in range(5):  # one candidate: whatever the generator draws
+            torch.manual_seed(seed)
+            terms = ClipCovShaper().token_terms(loss_tokens(logp, logp_old, adv, mask))
+            assert selected(terms) == [(0, 0)]
+        loss, grad, _ = loss_and_grad(ClipCovShaper().token_terms, logp, logp_old, adv, mask)
+        assert loss == pytest.approx(0.28, abs=1e-12)
+        assert_close(grad, [[0.0, -0.4, -0.4], [0.6, 0.0, 0.0]], atol=1e-12)
+
+    def test_random_subset_is_seeded(self):
+        # two candidates, k = 1: the choice is candidates[randperm(2)[0]] on the global generator (verl's draw)
+        logp, logp_old, adv, mask = cov_case()
+        seen = set()
+        for seed in range(12):
+            torch.manual_seed(seed)
+            expected = [(0, 0), (1, 1)][torch.randperm(2)[0].item()]
+            torch.manual_seed(seed)
+            got = selected(ClipCovShaper().token_terms(loss_tokens(logp, logp_old, adv, mask)))
+            torch.manual_seed(seed)
+            again = selected(ClipCovShaper().token_terms(loss_tokens(logp, logp_old, adv, mask)))
+            assert got == again == [expected]
+            seen.add(expected)
+        assert seen == {(0, 0), (1, 1)}  # both happen: the draw is not fixed
+
+    def test_reads_the_live_logp_not_logp_old(self):
+        # shifting l_old by +-0.1 (no clip flips: r in [0.905, 1.105]) leaves the selection alone
+        logp, logp_old, adv, mask = cov_case({(0, 0): 0.1, (0, 1): -0.1, (1, 0): 0.1, (1, 1): -0.1})
+        terms = ClipCovShaper(ratio=1.0).token_terms(loss_tokens(logp, logp_old, adv, mask))
+        assert selected(terms) == [(0, 0), (1, 1)]
+
+    def test_matches_loop(self):
+        tok = random_tokens(31)
+        cov = ref_cov(tok.advantages, tok.logp, tok.loss_mask)
+        lb, ub = 0.05, 0.6
+        expected = sorted(c for c, v in cov.items() if lb < v < ub and not tok.clipped[c])
+        assert len(expected) >= 3 and tok.clipped.any()  # the case exercises both exclusions
+        assert selected(ClipCovShaper(ratio=1.0, lb=lb, ub=ub).token_terms(tok)) == expected
+        torch.manual_seed(0)
+        got = selected(ClipCovShaper(ratio=0.1, lb=lb, ub=ub).token_terms(tok))  # k = floor(0.1 n)
+        assert len(got) == min(len(expected), int(0.1 * int(tok.loss_mask.sum()))) and set(got) <= set(expected)
+
+    def test_no_candidates_no_draw(self):
+        logp, logp_old, adv, mask = cov_case()
+        torch.manual_seed(3)
+        state = torch.get_rng_state()
+        terms = ClipCovShaper(lb=10.0, ub=20.0).token_terms(loss_tokens(logp, logp_old, adv, mask))
+        assert torch.equal(terms.scale, torch.ones_like(terms.scale)) and terms.extra is None
+        assert torch.equal(torch.get_rng_state(), state)
+        empty = loss_tokens(logp, logp_old, adv, torch.zeros_like(mask))
+        assert ClipCovShaper().token_terms(empty).stats["selected"].sum().item() == 0.0
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [({"ratio": 0.0}, r"^ratio must be in \(0, 1\]"), ({"ratio": 1.5}, r"^ratio must be in"),
+         ({"lb": 5.0, "ub": 1.0}, r"^ub must be > lb"), ({"lb": float("nan")}, r"^lb must be a finite number")],
+    )
+    def test_bad_params(self, kwargs, message):
+        with pytest.raises(ValueError, match=message):
+            ClipCovShaper(**kwargs)
+
+
+class TestKLCovShaper:
+    def test_hand_selection(self):
+        # top cov: (1,1) 3.0 > (0,0) 2.0 > (0,1) 1.0 > the two -3.0
+        # default ratio 2e-4: k = max(1, floor(0.001)) = 1 -> (1,1); ratio 0.4: k = floor(2.0) = 2
+        logp, logp_old, adv, mask = cov_case()
+        assert selected(KLCovShaper().token_terms(loss_tokens(logp, logp_old, adv, mask))) == [(1, 1)]
+        assert selected(KLCovShaper(ratio=0.4).token_terms(loss_tokens(logp, logp_old, adv, mask))) == [(0, 0), (1, 1)]
+
+    def test_hand_loss_and_gradient(self):
+        # ratio 0.4, coef 0.5; l - l_old = -0.125 at (0,0), +0.25 at (1,1), 0 elsewhere.
+        #   (0,0): A = 2, r = e^-0.125 (no clip): -2 e^-0.125 + 0.5 * 0.125 = -1.7649938 + 0.0625
+        #   (1,1): A = -3, r = e^0.25 (A < 0: no upper clip): 3 e^0.25 + 0.5 * 0.25 = 3.8520763 + 0.125
+        #   others -A: -2, -2, 3.  loss = 1.2745824 / 5 = 0.25491649
+        #   d/dl: -A r + coef sign(l - l_old): (0,0) (-1.7649938 - 0.5) / 5, (1,1) (3.8520763 + 0.5) / 5
+        logp, logp_old, adv, mask = cov_case({(0, 0): -0.125, (1, 1): 0.25})
+        term = KLCovShaper(ratio=0.4, coef=0.5).token_terms
+        loss, grad, info = loss_and_grad(term, logp, logp_old, adv, mask)
+        e1, e2 = math.exp(-0.125), math.exp(0.25)
+        assert loss == pytest.approx((-2 * e1 + 0.0625 - 2 - 2 + 3 + 3 * e2 + 0.125) / 5, abs=1e-12)
+        assert loss == pytest.approx(0.2549164890, abs=1e-9)
+        assert_close(grad, [[(-2 * e1 - 0.5) / 5, -0.4, -0.4], [0.6, (3 * e2 + 0.5) / 5, 0.0]], atol=1e-12)
+        assert_close(info["penalty"], [[0.0625, 0.0, 0.0], [0.0, 0.125, 0.0]])
+        base, base_grad, _ = loss_and_grad(None, logp, logp_old, adv, mask)
+        assert loss - base == pytest.approx((0.0625 + 0.125) / 5, abs=1e-12)
+        assert_close(grad - base_grad, [[-0.1, 0.0, 0.0], [0.0, 0.1, 0.0]], atol=1e-12)
+
+    def test_no_gradient_where_logp_equals_logp_old(self):
+        # |x| has gradient 0 at x = 0 (torch): on-policy tokens get no push from the penalty
+        logp, logp_old, adv, mask = cov_case()
+        _, grad, info = loss_and_grad(KLCovShaper(ratio=0.4, coef=1.0).token_terms, logp, logp_old, adv, mask)
+        assert_close(grad, loss_and_grad(None, logp, logp_old, adv, mask)[1])
+        assert info["penalty"].abs().sum().item() == 0.0
+
+    def test_matches_loop(self):
+        tok = random_tokens(32)
+        cov = ref_cov(tok.advantages, tok.logp, tok.loss_mask)
+        k = int(0.2 * len(cov))
+        expected = sorted(sorted(cov, key=cov.get, reverse=True)[:k])
+        terms = KLCovShaper(ratio=0.2, coef=0.3).token_terms(tok)
+        assert k >= 3 and selected(terms) == expected
+        for cell in expected:
+            want = 0.3 * abs(float(tok.logp[cell]) - float(tok.logp_old[cell]))
+            assert terms.extra[cell].item() == pytest.approx(want, abs=1e-12)
+        assert terms.extra.sum().item() == pytest.approx(sum(terms.extra[c].item() for c in expected))
+        assert not terms.extra.isnan().any()  # NaN log-probs on padding stay out
+
+    def test_empty_micro_batch(self):
+        logp, logp_old, adv, mask = cov_case()
+        terms = KLCovShaper().token_terms(loss_tokens(logp, logp_old, adv, torch.zeros_like(mask)))
+        assert terms.extra.abs().sum().item() == 0.0 and terms.stats["selected"].sum().item() == 0.0
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [({"ratio": 0.0}, r"^ratio must be in \(0, 1\]"), ({"coef": -0.1}, r"^coef must be >= 0")],
+    )
+    def test_bad_params(self, kwargs, message):
+        with pytest.raises(ValueError, match=message):
+            KLCovShaper(**kwargs)
+
+
+class TestChainedTokenTerms:
+    def test_order_and_names(self):
+        # (s1, e1) = (2, 1) then (s2, e2) = (3, 0.5): l -> 3 (2 l + 1) + 0.5 = 6 l + 3.5
+        tok = loss_tokens(*cov_case()[:2], torch.tensor(COV_ADV, dtype=torch.float64), torch.tensor(COV_MASK))
+        ones = torch.ones(2, 3, dtype=torch.float64)
+
+        def first(t: LossTokens) -> TokenTerms:
+            return TokenTerms(scale=2 * ones, extra=ones, stats={"x": ones})
+
+        def second(t: LossTokens) -> TokenTerms:
+            return TokenTerms(scale=3 * ones, extra=0.5 * ones, stats={"x": 2 * ones})
+
+        terms = chain([("a", first), ("b", second)])(tok)
+        assert_close(terms.apply(10 * ones), 63.5 * ones)
+        assert set(terms.stats) == {"shaper/a/x", "shaper/b/x"}
+        assert chain([]) is None
+
+    def test_shape_mismatch_names_the_problem(self):
+        bad = TokenTerms(scale=torch.ones(2, 2))
+        with pytest.raises(ValueError, match="scale has shape \\(2, 2\\), the token loss \\(2, 3\\)"):
+            bad.apply(torch.zeros(2, 3))
+
+
+# ---------------------------------------------------------------------------------------------
 # Invariants shared by every shaper
 
 
@@ -707,6 +971,22 @@ class TestShaperStack:
         assert torch.equal(out.loss_mask, ctx.response_mask)
         out = ShaperStack([])(ctx, StageState())
         assert out.advantages is ctx.advantages and out.metrics == {}
+
+    def test_token_loss_terms_of_active_entries_only(self):
+        ctx = full_ctx()
+        assert ShaperStack([("ppl", PPLShaper(), Always()), ("h", HighEntropyShaper(), Always())])(
+            ctx, StageState()).token_loss is None  # shapers without a term leave the loss exactly as it was
+        stack = ShaperStack([("cc", ClipCovShaper(ratio=1.0), Always()), ("kc", KLCovShaper(ratio=0.4), Always()),
+                             ("off", KLCovShaper(), Never())])
+        out = stack(ctx, StageState())
+        assert torch.equal(out.advantages, ctx.advantages.nan_to_num() * ctx.response_mask)
+        logp, logp_old, adv, mask = cov_case({(1, 1): 0.25})
+        terms = out.token_loss(loss_tokens(logp, logp_old, adv, mask))
+        assert set(terms.stats) == {"shaper/cc/selected", "shaper/cc/candidates", "shaper/kc/selected",
+                                    "shaper/kc/penalty"}
+        # Clip-Cov detaches (0,0) and (1,1); KL-Cov's penalty on (1,1) is added after, so it stays
+        assert_close(terms.scale, [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+        assert_close(terms.extra, [[0.0, 0.0, 0.0], [0.0, 0.1 * 0.25, 0.0]])
 
     def test_requires_union(self):
         stack = ShaperStack([("a", PPLShaper(), Always()), ("b", HighEntropyShaper(), Always()),

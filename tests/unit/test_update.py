@@ -12,6 +12,7 @@ import torch
 
 from rlvr_exp.algos.grpo import PolicyGradient
 from rlvr_exp.algos.logprobs import LogProbSpec
+from rlvr_exp.algos.token_terms import LossTokens, TokenTerms
 from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.faults import FaultGuard
 from rlvr_exp.update import ppo_update
@@ -74,6 +75,39 @@ def test_hand_computed_step(rows_per_microbatch):
     assert means["train/optimizer_steps"] == 1.0
     assert means["train/clip_low"] == 0.0 and means["train/clip_high"] == 0.0
     assert means["train/kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("rows_per_microbatch", [1, 2])
+def test_a_per_token_loss_term_acts_on_each_micro_batch(rows_per_microbatch):
+    # The term (a shaper's ShaperOutput.token_loss) zeroes the loss of A < 0 tokens (scale 0) and adds
+    # 0.3 l to the first token of A > 0 rows (extra); it sees each micro-batch's rows only.
+    #   tokens: (0,0) y=0 A=+1: -1 + 0.3 log 0.5; (0,1) y=1 A=+1: -1; (1,0) y=0 A=-1: 0 (was +1)
+    #   loss = (-2 + 0.3 log 0.5) / 3 = -0.7359814: the zeroed token still counts in the /3
+    #   grad b_0 = [-0.5 (0,0) + 0.3 * 0.5 (extra) + 0.5 (0,1) + 0 (1,0)] / 3 = 0.05, grad b_1 = -0.05
+    #   SGD lr 1: b = (-0.05, +0.05)   (without the term: (-1/6, +1/6), test_hand_computed_step)
+    calls = []
+
+    def term(t: LossTokens) -> TokenTerms:
+        calls.append(t.logp.shape[0])
+        assert t.logp.requires_grad and not t.clipped.any()
+        first = torch.zeros_like(t.loss_mask)
+        first[:, 0] = True
+        extra = torch.where(first & (t.advantages > 0), 0.3 * t.logp, 0.0)
+        return TokenTerms(scale=(t.advantages >= 0).double(), extra=extra,
+                          stats={"shaper/spy/first": first.float()})
+
+    model = BiasLM(2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    batch = bias_case()
+    batch.token_loss = term
+    meter = update(model, optimizer, PolicyGradient(), batch, rows_per_minibatch=2,
+                   rows_per_microbatch=rows_per_microbatch, max_len=2, grad_clip=100.0)
+    assert calls == [rows_per_microbatch] * (2 // rows_per_microbatch)
+    assert torch.allclose(model.bias.detach(), torch.tensor([-0.05, 0.05]), atol=1e-6)
+    means = meter.means()
+    assert means["loss/policy"] == pytest.approx((-2 + 0.3 * math.log(0.5)) / 3, abs=1e-6)
+    assert means["shaper/spy/first"] == pytest.approx(2 / 3)  # a mean over the 3 loss tokens
+    assert means["train/clip_low"] == 0.0
 
 
 def test_one_optimizer_step_per_minibatch():
