@@ -21,6 +21,7 @@ from rlvr_exp.batch import RolloutBatch
 from rlvr_exp.config import ConfigError, TrainerConfig
 from rlvr_exp.distributed import FSDP, SingleProcess, check_shares, launch_ranks
 from rlvr_exp.faults import FaultGuard
+from rlvr_exp.shapers.kl_cov import KLCovShaper
 from rlvr_exp.update import ppo_update
 from tests.conftest import CONF
 
@@ -32,6 +33,10 @@ ATOL = 1.0e-6
 # exact gradient is 0, so Adam scales float noise up), and two FSDP ranks with chunk_tokens=4 are
 # bit-identical to that one process. Measured here: 2.2e-6 ("chunked"), 3.3e-7 ("mixed").
 ATOL_CHUNKED = 1.0e-5
+# KL-Cov picks its tokens in each micro-batch (as verl does). Each rank's micro-batch holds the same
+# rows as one of the one process's (rows 0-1 | 2-3 of each mini-batch), so the picks, and the
+# weights, agree. ratio 0.25: floor(0.25 x 7..11 valid tokens) = 1-2 tokens per micro-batch.
+KL_COV = KLCovShaper(ratio=0.25, coef=1.0)
 
 
 def fixed_batch() -> RolloutBatch:
@@ -81,7 +86,7 @@ def rank_rows(rank: int, world: int) -> torch.Tensor:
     return torch.cat([torch.arange(s + rank * per, s + (rank + 1) * per) for s in range(0, ROWS, ROWS_PER_MINIBATCH)])
 
 
-def _rank_main(rank: int, port: int, out: str, chunk_tokens: int, widths: tuple[int, int]) -> None:
+def _rank_main(rank: int, port: int, out: str, chunk_tokens: int, widths: tuple[int, int], kl_cov: bool = False) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from rlvr_exp.algos import logprobs
@@ -98,6 +103,7 @@ def _rank_main(rank: int, port: int, out: str, chunk_tokens: int, widths: tuple[
     try:
         policy = dist.wrap(model(build_char_tokenizer()))
         batch = crop_responses(fixed_batch().select(rank_rows(rank, 2)), widths[rank])
+        batch.token_loss = KL_COV.token_terms if kl_cov else None
         update(policy, batch, ROWS_PER_MINIBATCH // 2, dist, chunk_tokens)
         full = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
@@ -137,6 +143,24 @@ def test_two_ranks_update_like_one_process(tmp_path, char_tokenizer, case):
             torch.testing.assert_close(got[name], value, atol=ATOL_CHUNKED if chunk_tokens else ATOL, rtol=0.0, msg=name)
             moved = max(moved, float((value - before[name]).abs().max()))
     assert moved > 1.0e-3  # the update did move the weights (the comparison is not vacuous)
+
+
+def test_kl_cov_selects_per_rank_like_one_process(tmp_path, char_tokenizer):
+    torch.manual_seed(0)
+    plain, single = model(char_tokenizer), model(char_tokenizer)
+    update(plain, fixed_batch(), ROWS_PER_MINIBATCH, SingleProcess())
+    batch = fixed_batch()
+    batch.token_loss = KL_COV.token_terms
+    update(single, batch, ROWS_PER_MINIBATCH, SingleProcess())
+    out = str(tmp_path / "fsdp.pt")
+    mp.spawn(_rank_main, args=(free_port(), out, 0, (T, T), True), nprocs=2, join=True)
+    got = torch.load(out)
+    effect = 0.0
+    for name, value in single.state_dict().items():
+        if name in got:
+            torch.testing.assert_close(got[name], value, atol=ATOL, rtol=0.0, msg=name)
+            effect = max(effect, float((value - plain.state_dict()[name]).abs().max()))
+    assert effect > 1.0e-4  # the penalty changed the update (the comparison is not vacuous)
 
 
 def test_rank_rows_cover_each_minibatch_once():
