@@ -6,7 +6,18 @@ The engine holds its own copy of the weights. ``bind`` starts it from the policy
 ``reload_weights`` (in-process ``collective_rpc``; checkpoint names, so tied and fused weights
 are handled by the model's own loader), then drops the prefix cache, whose KV blocks were
 computed by the old weights. Prompts go in as token ids and responses come out as token ids
-(``skip_tokenizer_init``), so the engine never needs the tokenizer.
+(``skip_tokenizer_init``), so the engine never needs the tokenizer. The engine builds the policy's
+own transformers class (``hf_overrides``): a model made from a config has no ``architectures``,
+and vLLM would otherwise guess one from ``model_type``.
+
+Log-probs, when a caller asks the engine for them, are those of the distribution it sampled from
+(``logprobs_mode="processed_logprobs"``: after temperature and top_p), the trainer's convention
+(algos/logprobs.py); vLLM's default reports the raw model's. At top_p 1 they equal the trainer's
+recomputed ones (tests/vllm: max 9.1e-5 in float32, README "vLLM rollout").
+
+vLLM's in-process engine keeps its parallel state in module globals, and shutting one engine down
+clears them: one engine per process, and ``close`` shuts it down at once (a second ``bind`` while
+one is live is refused).
 
 Sampling matches :class:`~rlvr_exp.rollout.hf.HFRollout`: full-vocabulary nucleus sampling
 (top_k off), stop at ``eos_id`` which is kept at the end of a finished response, at most
@@ -100,9 +111,16 @@ class VLLMRollout:
         self.pad_id = self.eos_id = 0
         self._config_dir: tempfile.TemporaryDirectory | None = None
 
+    _live: VLLMRollout | None = None  # the process's one engine (see the module docstring)
+
     def bind(self, model: torch.nn.Module, pad_id: int, eos_id: int) -> None:
         import vllm
 
+        if VLLMRollout._live is not None:
+            raise RuntimeError(
+                "a vLLM engine is already running in this process (vLLM keeps its in-process engine's "
+                "state in globals, so a second one breaks the first): close() the other VLLMRollout first"
+            )
         # In-process engine core: collective_rpc hands the worker our tensors without a copy.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.options['kv_cache_gb']:g}")
@@ -115,7 +133,9 @@ class VLLMRollout:
             model=self._config_dir.name, skip_tokenizer_init=True, load_format="dummy", dtype=dtype,
             gpu_memory_utilization=o["gpu_memory_utilization"], max_model_len=o["max_model_len"],
             enforce_eager=o["enforce_eager"], seed=o["seed"], generation_config="vllm",
+            hf_overrides={"architectures": [transformers_class(model)]}, logprobs_mode="processed_logprobs",
         )
+        VLLMRollout._live = self
         self.sync_weights(model)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
@@ -148,7 +168,20 @@ class VLLMRollout:
         return responses(outputs, self.eos_id)
 
     def close(self) -> None:
-        self.llm = None
+        if self.llm is not None:
+            # Now, not at garbage collection: frees the KV cache and vLLM's process-wide state.
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+            VLLMRollout._live = None
         if self._config_dir is not None:
             self._config_dir.cleanup()
             self._config_dir = None
+
+
+def transformers_class(model: torch.nn.Module) -> str:
+    """The policy's transformers class name (``Qwen2ForCausalLM``), also under FSDP2, which wraps
+    the class in a subclass of its own (``FSDPQwen2ForCausalLM``)."""
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith("transformers."):
+            return cls.__name__
+    raise ValueError(f"rollout=vllm needs a transformers model, got {type(model).__name__}")
