@@ -13,11 +13,13 @@ and vLLM would otherwise guess one from ``model_type``.
 Log-probs, when a caller asks the engine for them, are those of the distribution it sampled from
 (``logprobs_mode="processed_logprobs"``: after temperature and top_p), the trainer's convention
 (algos/logprobs.py); vLLM's default reports the raw model's. At top_p 1 they equal the trainer's
-recomputed ones (tests/vllm: max 9.1e-5 in float32, README "vLLM rollout").
+recomputed ones to float rounding (tests/vllm; numbers in README "vLLM rollout"). The trainer
+never uses them: it always recomputes ``logp_old`` with its own forward.
 
-vLLM's in-process engine keeps its parallel state in module globals, and shutting one engine down
-clears them: one engine per process, and ``close`` shuts it down at once (a second ``bind`` while
-one is live is refused).
+vLLM's in-process engine keeps its parallel state in module globals (and starts a one-process
+gloo group as torch's default group when none exists), and shutting one engine down clears them
+and destroys torch's default group: one engine per process, and ``close`` shuts it down at once
+(a second ``bind`` while one is live is refused).
 
 Sampling matches :class:`~rlvr_exp.rollout.hf.HFRollout`: full-vocabulary nucleus sampling
 (top_k off), stop at ``eos_id`` which is kept at the end of a finished response, at most
