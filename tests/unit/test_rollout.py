@@ -74,3 +74,16 @@ def test_model_generation_config_never_changes_sampling(tiny_model, char_tokeniz
     plain = clean.generate(input_ids=ids, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=8,
                            pad_token_id=char_tokenizer.pad_token_id, eos_token_id=char_tokenizer.eos_token_id)
     assert leaked.tolist() != plain.tolist()
+
+
+def test_the_vllm_engine_is_told_the_policys_transformers_class(tiny_model):
+    """VLLMRollout passes the policy's class to vLLM (hf_overrides): a config-built model has no
+    ``architectures``, and FSDP2 wraps the class in a subclass of its own (module torch's)."""
+    from rlvr_exp.rollout.vllm_engine import transformers_class
+
+    assert tiny_model.config.architectures is None  # why vLLM must be told
+    assert transformers_class(tiny_model) == "Qwen2ForCausalLM"
+    wrapped = type("FSDPQwen2ForCausalLM", (type(tiny_model),), {"__module__": "torch.distributed.fsdp"})
+    assert transformers_class(tiny_model.__class__.__new__(wrapped)) == "Qwen2ForCausalLM"
+    with pytest.raises(ValueError, match="needs a transformers model, got Linear"):
+        transformers_class(torch.nn.Linear(2, 2))
