@@ -10,11 +10,11 @@ computed by the old weights. Prompts go in as token ids and responses come out a
 own transformers class (``hf_overrides``): a model made from a config has no ``architectures``,
 and vLLM would otherwise guess one from ``model_type``.
 
-Log-probs, when a caller asks the engine for them, are those of the distribution it sampled from
+The log-probs the engine reports for its samples are those of the distribution it sampled from
 (``logprobs_mode="processed_logprobs"``: after temperature and top_p), the trainer's convention
 (algos/logprobs.py); vLLM's default reports the raw model's. At top_p 1 they equal the trainer's
-recomputed ones to float rounding (tests/vllm; numbers in README "vLLM rollout"). The trainer
-never uses them: it always recomputes ``logp_old`` with its own forward.
+recomputed ones to float rounding (tests/vllm; numbers in README "vLLM rollout"). The rollout uses
+them only for the finiteness check below: the trainer recomputes ``logp_old`` with its own forward.
 
 vLLM's in-process engine keeps its parallel state in module globals (and starts a one-process
 gloo group as torch's default group when none exists), and shutting one engine down clears them
@@ -28,9 +28,9 @@ reproducible under its seed and its resume point, like the HF path.
 
 Non-finite logits are a named fault, as with HF (rlvr_exp/faults.py). vLLM samples from NaN logits
 without an error (its sampler takes an argmax over NaN probabilities), so every request asks for the
-log-prob of each sampled token (``logprobs=0``: vLLM's log-softmax of the raw logits, one extra pass
-over the vocabulary per decoding step, no other tokens returned). A NaN or an infinity anywhere in
-a row of logits makes the sampled token's log-prob NaN or -inf, and :func:`responses` raises
+log-prob of each sampled token (``logprobs=0``: one extra log-softmax over the vocabulary per
+decoding step, no other tokens returned). A NaN or an infinity anywhere in a row of logits
+makes the sampled token's log-prob NaN or -inf, and :func:`responses` raises
 :class:`~rlvr_exp.faults.NonFiniteLogitsError` after sampling, which the trainer names with the
 step and the last checkpoint.
 
