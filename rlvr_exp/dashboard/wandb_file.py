@@ -96,3 +96,9 @@ def run_record(run_dir: Path) -> dict[str, Any] | None:
                 found = {"run_id": run.run_id, "group": run.run_group, "job_type": run.job_type,
                          "tags": list(run.tags), "project": run.project, "choices": choices}
     return found
+
+
+def history_steps(path: Path) -> list[int]:
+    """The step of each history record in one ``run-<id>.wandb`` file, in order (a resumed run's
+    files together hold each logged step once: ``logging/run_logger.py``)."""
+    return [record.history.step.num for record in _parsed(path) if record.WhichOneof("record_type") == "history"]

@@ -1,6 +1,7 @@
-"""Kill -9 and resume through the real CLI: every later metric equals an uninterrupted run's.
+"""Kill -9 and resume through the real CLI, and a SLURM-style requeue through submitit: every
+later metric equals an uninterrupted run's.
 
-Slow (five CLI runs; about 6 minutes on 2 busy cores): ``python -m pytest -m slow tests/e2e/test_kill_resume.py``.
+Slow (six CLI runs; about 10 minutes on 2 busy cores): ``python -m pytest -m slow tests/e2e/test_kill_resume.py``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rlvr_exp.checkpoint import SAVE_FAULT_ENV
+from rlvr_exp.dashboard import wandb_file
 from tests.conftest import FAST, REPO
 
 pytestmark = pytest.mark.slow
@@ -49,6 +51,20 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             out.append(int(stat.parent.name))
     return out
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for kid in children(pid):
+        out += [kid, *descendants(kid)]
+    return out
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
 
 
 def alive(pids: list[int]) -> list[int]:
@@ -122,3 +138,30 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, base_args, uninterrupted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # one run, one folder
     ids = {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
     assert len(ids) == 1 and len(list((run / "wandb").glob("offline-run-*"))) == 2  # the same W&B run, resumed
+
+
+def test_requeued_submitit_job_resumes_from_its_own_folder(tmp_path, base_args, uninterrupted):
+    """SLURM preemption as submitit handles it, on submitit's local executor (the launcher code is
+    launcher=slurm's, hydra_submitit_launcher's BaseSubmititLauncher): SIGUSR2 reaches the job, submitit
+    calls the launcher's checkpoint() (a DelayedSubmission of the same job) and requeues it; the
+    requeued job lands in the same folder (the sweep dir's time stamp is kept in the pickled config),
+    finds its own checkpoint (job.json names its overrides, no summary.json) and resumes from it."""
+    proc = cli(["-m", "hydra/launcher=submitit_local", *offline(base_args)], tmp_path)
+    deadline = time.monotonic() + 900
+    while not list(tmp_path.glob("outputs/multirun/*/*/0/checkpoints/step_000002/trainer_state.pt")):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    tasks = [pid for pid in descendants(proc.pid) if b"submitit.core._submit" in cmdline(pid)]
+    assert len(tasks) == 1
+    os.kill(tasks[0], signal.SIGUSR2)
+    finish(proc)
+
+    [job] = tmp_path.glob("outputs/multirun/*/*/0")  # one folder: the requeued job used the first one's
+    log = (job / "train.log").read_text()
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log and "resuming from" in log, log[-3000:]
+    assert rows(job) == uninterrupted  # every step, before and after the requeue
+    files = wandb_file.run_files(job)
+    assert len({f.name for f in files}) == 1 and len(files) == 2  # the same W&B run, resumed
+    steps = [s for f in files for s in wandb_file.history_steps(f)]
+    assert sorted(steps) == [r["step"] for r in uninterrupted]  # each step reached W&B once

@@ -97,19 +97,6 @@ def test_resume_is_exact(run_inprocess):
     assert strip(tail) == strip([r for r in rows(full) if r["step"] > 2])
 
 
-def wandb_steps(path) -> list[int]:
-    """The history steps recorded in one ``run-<id>.wandb`` file, parsed with W&B's own protobuf."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    out = []
-    for data in wandb_file.records(path):
-        record = pb.Record()
-        record.ParseFromString(data)
-        if record.WhichOneof("record_type") == "history":
-            out.append(record.history.step.num)
-    return out
-
-
 def test_resume_past_the_checkpoint_sends_each_step_to_wandb_once(run_inprocess, monkeypatch, tmp_path):
     """Step 4 reaches metrics.jsonl and the offline W&B run, then its checkpoint write fails; the
     resume from step 2 recomputes steps 3 and 4 into metrics.jsonl and sends W&B only step 5."""
@@ -127,4 +114,4 @@ def test_resume_past_the_checkpoint_sends_each_step_to_wandb_once(run_inprocess,
     assert [r["step"] for r in rows(run)] == [1, 2, 3, 4, 5]  # one line per step
     files = wandb_file.run_files(run)
     assert len({f.name for f in files}) == 1 and len(files) == 2  # one W&B run id, opened twice
-    assert [wandb_steps(f) for f in files] == [[1, 2, 3, 4], [5]]  # each step once
+    assert [wandb_file.history_steps(f) for f in files] == [[1, 2, 3, 4], [5]]  # each step once
