@@ -28,14 +28,15 @@ def with_interval(rows: Rows, key: str, end: int) -> str:
 
 
 def noise_verdict(rows: Rows, key: str, end: int, what: str) -> str:
-    """Whether the interval of a negative-minus-positive difference ``key`` excludes 0."""
+    """Whether the interval of a negative-minus-positive difference ``key`` excludes 0 (said as
+    below/above, which holds whether both changes are falls or rises)."""
     lo, hi = _at(rows, f"{key}_lo", end), _at(rows, f"{key}_hi", end)
     if lo is None or hi is None:
         return "no interval logged (a run from before the probe bootstrap)"
-    if hi < 0:
-        return f"{what} fell more on negative samples, beyond the bootstrap noise (the interval excludes 0)"
-    if lo > 0:
-        return f"{what} fell more on positive samples, beyond the bootstrap noise (the interval excludes 0)"
+    if hi < 0 or lo > 0:
+        side = "below" if hi < 0 else "above"
+        return (f"the {what} change on negative samples is {side} that on positive samples beyond the bootstrap "
+                "noise (the interval excludes 0)")
     return "no difference beyond the bootstrap noise (the interval includes 0)"
 
 

@@ -172,11 +172,14 @@ def test_section_b_probe_names_the_capture_steps_and_the_interval():
     assert ("**Yes** (fixed probe set, change from capture to step 10; captured at step 1-3; 32 negative "
             "responses from 20 prompts; 30 positive responses from 18 prompts): negative samples -0.2000 "
             "[95% CI -0.3000, -0.1000] nats, positive samples -0.0500 [95% CI -0.1000, +0.0000] nats; "
-            "negative − positive -0.1500 [95% CI -0.2500, -0.0500]: entropy fell more on negative samples, "
-            "beyond the bootstrap noise (the interval excludes 0).") in text
+            "negative − positive -0.1500 [95% CI -0.2500, -0.0500]: the entropy change on negative samples is "
+            "below that on positive samples beyond the bootstrap noise (the interval excludes 0).") in text
     assert "over the probe's prompts (each prompt's responses resampled together, 1000 resamples, seed 0" in text
     within = section_b_text(0.9, 0.5, {10: probe_row(-0.2, -0.25, 0.05)})
     assert "no difference beyond the bootstrap noise (the interval includes 0)" in within
+    # both rose, negatives more: "above", not a statement about falling
+    rose = section_b_text(0.9, 0.5, {10: probe_row(0.3, 0.1, 0.5)})
+    assert "is above that on positive samples beyond the bootstrap noise" in rose
     # a run from before the bootstrap and the capture keys: the numbers without intervals, said so
     old = section_b_text(0.9, 0.5, {10: {"probe/entropy_change_neg": -0.2, "probe/entropy_change_pos": -0.05}})
     assert "change from capture to step 10; capture step not logged" in old and "95% CI" not in old
