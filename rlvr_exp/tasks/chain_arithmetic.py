@@ -1,12 +1,12 @@
 """Multi-operand addition worked step by step: a reasoning chain of variable length, generated in code.
 
-A problem is ``17+48+9+30=``; its worked solution (the warm-start's demonstration) adds left to right,
+A problem is ``47+8+6+9=``; its worked solution (the warm-start's demonstration) adds left to right,
 one partial sum per step, then boxes the total::
 
-    17+48=65, 65+9=74, 74+30=104. \\boxed{104}
+    47+8=55, 55+6=61, 61+9=70. \\boxed{70}
 
-With 2..5 operands a solution is 1..4 steps long (about 15 to 60 characters, one token each under the
-tiny model's character tokenizer). The decisions sit in the middle of the chain: each partial sum's
+With 2..5 operands a solution is 1..4 steps long (17 to 55 characters with the defaults, one token
+each under the tiny model's character tokenizer). The decisions sit in the middle of the chain: each partial sum's
 digits (a carry decides the tens and hundreds digit), which operand comes next, and whether the
 chain goes on (``, ``) or ends (``. \\boxed``). Problems with more operands are harder: each step
 must be right. The reward checks only the boxed total (math-verify, docs/method.md section 2); the
@@ -37,9 +37,11 @@ def chain_solution(operands: list[int]) -> str:
 
 
 class ChainArithmeticTask:
-    """Sums of ``min_operands``..``max_operands`` integers in [0, ``max_operand``], the operand
-    count drawn uniformly per problem, each operand uniformly. Each problem carries its worked
-    solution (:func:`chain_solution`) as ``Problem.solution``; answers are boxed."""
+    """Sums of ``min_operands``..``max_operands`` integers: the first in [0, ``max_first_operand``],
+    the others in [0, ``max_operand``], the operand count drawn uniformly per problem, each operand
+    uniformly. With the defaults (a number up to 99, then digits) every step adds a digit to a
+    running total, and a carry decides its tens (and hundreds) digit. Each problem carries its
+    worked solution (:func:`chain_solution`) as ``Problem.solution``; answers are boxed."""
 
     answer_format: AnswerFormat | None = BoxedAnswer()
 
@@ -47,32 +49,35 @@ class ChainArithmeticTask:
         self,
         min_operands: int = 2,
         max_operands: int = 5,
-        max_operand: int = 99,
-        num_train: int = 20000,
+        max_first_operand: int = 99,
+        max_operand: int = 9,
+        num_train: int = 4000,
         num_val: int = 128,
         seed: int = 1234,
         prompt_template: str = "{question}",
     ) -> None:
         if not 2 <= min_operands <= max_operands:
             raise ValueError(f"task.min_operands ({min_operands}) must be >= 2 and <= task.max_operands ({max_operands})")
-        if max_operand < 1:
-            raise ValueError(f"task.max_operand must be >= 1, got {max_operand}")
-        space = sum((max_operand + 1) ** k for k in range(min_operands, max_operands + 1))
+        if max_operand < 1 or max_first_operand < 1:
+            raise ValueError(f"task.max_operand ({max_operand}) and task.max_first_operand ({max_first_operand}) "
+                             f"must be >= 1")
+        space = sum((max_first_operand + 1) * (max_operand + 1) ** (k - 1) for k in range(min_operands, max_operands + 1))
         if num_train < 1 or num_val < 1 or num_train + num_val > space // 2:
             raise ValueError(
                 f"task.num_train ({num_train}) and task.num_val ({num_val}) must be >= 1 and together at most half "
                 f"the {space} distinct problems of this task (so that drawing them ends quickly); lower them or "
-                f"raise task.max_operand / task.max_operands")
+                f"raise task.max_operand / task.max_first_operand / task.max_operands")
         if "{question}" not in prompt_template:
             raise ValueError(f"task.prompt_template must contain {{question}}, got {prompt_template!r}")
-        self.min_operands, self.max_operands, self.max_operand = min_operands, max_operands, max_operand
+        self.min_operands, self.max_operands = min_operands, max_operands
+        self.max_first_operand, self.max_operand = max_first_operand, max_operand
         self.num_train, self.num_val, self.seed = num_train, num_val, seed
         self.prompt_template = prompt_template
         self._cache: tuple[list[Problem], list[Problem]] | None = None
 
     def _make(self, rng: random.Random) -> Problem:
         k = rng.randint(self.min_operands, self.max_operands)
-        nums = [rng.randint(0, self.max_operand) for _ in range(k)]
+        nums = [rng.randint(0, self.max_first_operand)] + [rng.randint(0, self.max_operand) for _ in range(k - 1)]
         question = "+".join(map(str, nums)) + "="
         return Problem(question=self.prompt_template.replace("{question}", question), answer=str(sum(nums)),
                        source=f"chain{k}", solution=chain_solution(nums))

@@ -20,7 +20,7 @@ from rlvr_exp.tasks.chain_arithmetic import ChainArithmeticTask, chain_solution
     ([17, 48, 9, 30], "17+48=65, 65+9=74, 74+30=104. \\boxed{104}"),
     ([5, 9], "5+9=14. \\boxed{14}"),
     ([0, 0, 0], "0+0=0, 0+0=0. \\boxed{0}"),
-    ([99, 99, 99, 99, 99], "99+99=198, 198+99=297, 297+99=396, 396+99=495. \\boxed{495}"),
+    ([99, 9, 9, 9, 9], "99+9=108, 108+9=117, 117+9=126, 126+9=135. \\boxed{135}"),
 ])
 def test_chain_solution_by_hand(operands, solution):
     assert chain_solution(operands) == solution
@@ -37,25 +37,28 @@ def _operands(question: str) -> list[int]:
 
 
 def test_every_problem_is_its_own_sum_with_its_chain():
-    task = ChainArithmeticTask(max_operand=9, num_train=300, num_val=40, seed=7)
+    task = ChainArithmeticTask(max_first_operand=20, max_operand=9, num_train=300, num_val=40, seed=7)
+    firsts = set()
     for p in task.train_problems() + task.val_problems():
         nums = _operands(p.question)
-        assert 2 <= len(nums) <= 5 and all(0 <= n <= 9 for n in nums)
+        firsts.add(nums[0])
+        assert 2 <= len(nums) <= 5 and 0 <= nums[0] <= 20 and all(0 <= n <= 9 for n in nums[1:])
         assert p.answer == str(sum(nums))
         assert p.solution == chain_solution(nums)
         assert p.source == f"chain{len(nums)}"
         assert BoxedAnswer().extract(p.solution) == p.answer
+    assert max(firsts) > 9  # the first operand has its own range
 
 
-def test_response_lengths_run_from_17_to_59_tokens(char_tokenizer):
-    # by hand, + 1 for </s>: shortest "0+0=0. \boxed{0}" (16 characters), longest the 5 x 99 chain (58)
+def test_response_lengths_run_from_17_to_55_tokens(char_tokenizer):
+    # by hand, + 1 for </s>: shortest "0+0=0. \boxed{0}" (16 characters), longest 99 then four 9s (54)
     task = ChainArithmeticTask()
     lengths = [len(char_tokenizer(p.solution, add_special_tokens=False)["input_ids"]) + 1
                for p in task.train_problems()]
-    assert min(lengths) >= 17 and max(lengths) <= 59
+    assert min(lengths) >= 17 and max(lengths) <= 55
     assert len(char_tokenizer(chain_solution([0, 0]), add_special_tokens=False)["input_ids"]) + 1 == 17
-    assert len(char_tokenizer(chain_solution([99] * 5), add_special_tokens=False)["input_ids"]) + 1 == 59
-    assert sum(lengths) / len(lengths) == pytest.approx(40.4, abs=1.0)  # the mix: 1..4 steps
+    assert len(char_tokenizer(chain_solution([99, 9, 9, 9, 9]), add_special_tokens=False)["input_ids"]) + 1 == 55
+    assert sum(lengths) / len(lengths) == pytest.approx(35.4, abs=1.0)  # the mix: 1..4 steps of ~10 tokens on ~20
 
 
 def test_character_tokenizer_covers_the_chain(char_tokenizer):
@@ -68,24 +71,24 @@ def test_character_tokenizer_covers_the_chain(char_tokenizer):
 def test_operand_counts_are_mixed_easy_to_hard():
     counts = Counter(p.source for p in ChainArithmeticTask().train_problems())
     assert sorted(counts) == ["chain2", "chain3", "chain4", "chain5"]
-    # uniform draw; 2-operand problems repeat more often (10,000 distinct), duplicates are redrawn
-    assert all(0.18 < c / 20000 < 0.30 for c in counts.values())
+    # a uniform draw; there are only 1,000 distinct 2-operand problems, so repeats (redrawn) thin them
+    assert 0.12 < counts["chain2"] / 4000 < 0.20 and all(0.24 < counts[f"chain{k}"] / 4000 < 0.32 for k in (3, 4, 5))
 
 
 def test_validation_is_held_out_and_reproducible():
-    task = ChainArithmeticTask(max_operand=9, num_train=500, num_val=64, seed=3)
+    task = ChainArithmeticTask(max_first_operand=9, num_train=500, num_val=64, seed=3)
     train, val = [p.question for p in task.train_problems()], [p.question for p in task.val_problems()]
     assert len(set(train)) == 500 and len(set(val)) == 64 and not set(train) & set(val)
-    again = ChainArithmeticTask(max_operand=9, num_train=500, num_val=64, seed=3)
+    again = ChainArithmeticTask(max_first_operand=9, num_train=500, num_val=64, seed=3)
     assert [p.question for p in again.val_problems()] == val
-    other = ChainArithmeticTask(max_operand=9, num_train=500, num_val=64, seed=4)
+    other = ChainArithmeticTask(max_first_operand=9, num_train=500, num_val=64, seed=4)
     assert [p.question for p in other.val_problems()] != val
     assert task.val_sets() == {"val": task.val_problems()}
 
 
 def test_template_wraps_the_question():
-    task = ChainArithmeticTask(max_operand=9, num_train=20, num_val=4, prompt_template="Q: {question}")
-    plain = ChainArithmeticTask(max_operand=9, num_train=20, num_val=4)
+    task = ChainArithmeticTask(max_first_operand=9, num_train=20, num_val=4, prompt_template="Q: {question}")
+    plain = ChainArithmeticTask(max_first_operand=9, num_train=20, num_val=4)
     for a, b in zip(plain.train_problems(), task.train_problems()):
         assert b.question == "Q: " + a.question and b.solution == a.solution
 
@@ -94,7 +97,8 @@ def test_template_wraps_the_question():
     ({"min_operands": 1}, "task.min_operands"),
     ({"min_operands": 4, "max_operands": 3}, "task.max_operands"),
     ({"max_operand": 0}, "task.max_operand"),
-    ({"max_operand": 1, "max_operands": 2, "num_train": 3}, "task.num_train"),
+    ({"max_first_operand": 0}, "task.max_first_operand"),
+    ({"max_first_operand": 1, "max_operand": 1, "max_operands": 2, "num_train": 3}, "task.num_train"),
     ({"prompt_template": "no slot"}, "{question}"),
 ])
 def test_bad_settings_are_refused_by_name(kwargs, names):
@@ -129,7 +133,7 @@ def test_warmstart_demonstrates_the_worked_solution(char_tokenizer):
     assert (labels[0] == -100).sum() == len("1+2+3=") and int(mask[0].sum()) == len("1+2+3=1+2=3, 3+3=6. \\boxed{6}") + 1
 
 
-SMALL = dict(min_operands=2, max_operands=4, max_operand=20, num_train=200, num_val=16, seed=5)
+SMALL = dict(min_operands=2, max_operands=4, max_first_operand=20, max_operand=9, num_train=200, num_val=16, seed=5)
 
 
 def _key(model: dict | None = None, task: dict | None = None, warmstart: dict | None = None, cls=ChainArithmeticTask) -> str:
@@ -146,7 +150,8 @@ def test_cache_key_is_stable():
     {"model": {"num_kv_heads": 1}}, {"model": {"intermediate_size": 256}}, {"model": {"max_position": 128}},
     {"model": {"init_seed": 1}},
     {"warmstart": {"lr": 2.0e-3}}, {"warmstart": {"target_accuracy": 0.2}}, {"warmstart": {"max_new_tokens": 64}},
-    {"task": {"min_operands": 3}}, {"task": {"max_operands": 5}}, {"task": {"max_operand": 30}},
+    {"task": {"min_operands": 3}}, {"task": {"max_operands": 5}}, {"task": {"max_operand": 8}},
+    {"task": {"max_first_operand": 30}},
     {"task": {"num_train": 201}}, {"task": {"num_val": 17}}, {"task": {"seed": 6}},
     {"task": {"prompt_template": "Q: {question}"}},
 ], ids=lambda c: next(f"{k}.{n}" for k, v in c.items() for n in v))
