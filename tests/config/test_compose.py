@@ -131,7 +131,7 @@ STRATEGIES = {  # experiment -> [(shaper, schedule type)] in stack order
     "clip_cov": [("clip_cov", AlwaysSchedule)],
     "kl_cov": [("kl_cov", AlwaysSchedule)],
 }
-SCALE_PRESETS = {"demo", "paper_qwen2.5_7b", "paper_qwen2.5_math_7b", "smollm2_demo"}
+SCALE_PRESETS = {"demo", "paper_qwen2.5_7b", "paper_qwen2.5_math_7b", "smollm2_demo", "testbed"}
 
 
 def test_every_experiment_is_covered_below():
