@@ -130,6 +130,11 @@ class TinyQwen2:
         ws = {k: v for k, v in self.warmstart.items() if k != "enabled"}
         meta = sft_warmstart(model, tokenizer, task.train_problems(), task.answer_format, seed=self.init_seed, **ws)
         log.info("warm-start: %s", meta)
+        if meta["sampled_accuracy"] < meta["target_accuracy"]:
+            # A give-up (max_steps, or max_seconds on a slow or busy machine) is not cached: the cache key
+            # promises the policy its settings produce, and a wall-clock cut is not one of them.
+            log.warning("warm-start: not cached (below its target); the next run warm-starts again")
+            return model.to(self.device), tokenizer
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent))
         model.save_pretrained(tmp)
