@@ -164,7 +164,7 @@ def test_smollm2_demo_is_the_papers_prompt_on_smollm2():
         t, task = make("trainer", cfg.trainer), make("task", cfg.task)
         assert (cfg.hydra.runtime.choices.model, cfg.model.dtype) == ("smollm2_135m", "float32")
     assert task.val_problems()[0].question.endswith("\nPlease reason step by step, and put your final answer within \\boxed{}.")
-    assert (t.prompts_per_step, t.samples_per_prompt, t.max_response_tokens) == (4, 4, 32)
+    assert (t.prompts_per_step, t.samples_per_prompt, t.max_response_tokens, t.temperature) == (4, 4, 64, 0.7)
 
 
 @pytest.mark.parametrize(("name", "model", "lengths"), [("paper_qwen2.5_7b", "Qwen/Qwen2.5-7B", (1024, 8192)),
