@@ -9,12 +9,12 @@ from __future__ import annotations
 import random
 
 from rlvr_exp.answers import AnswerFormat, BoxedAnswer
-from rlvr_exp.tasks.base import Problem
+from rlvr_exp.tasks.base import GeneratedTask, Problem
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
-class ArithmeticTask:
+class ArithmeticTask(GeneratedTask):
     """``num_operands`` integers in [0, max_operand] joined by operators drawn from ``ops``,
     evaluated left to right (no precedence: ``2+3*4`` means ``(2+3)*4``). Answers are boxed."""
 
@@ -54,23 +54,3 @@ class ArithmeticTask:
         for op, n in zip(ops, nums[1:]):
             value, text = _OPS[op](value, n), f"{text}{op}{n}"
         return Problem(question=self.prompt_template.replace("{question}", f"{text}="), answer=str(value), source="arithmetic")
-
-    def _split(self) -> tuple[list[Problem], list[Problem]]:
-        if self._cache is None:
-            rng, seen, out = random.Random(self.seed), set(), []
-            while len(out) < self.num_train + self.num_val:
-                p = self._make(rng)
-                if p.question not in seen:
-                    seen.add(p.question)
-                    out.append(p)
-            self._cache = (out[self.num_val :], out[: self.num_val])
-        return self._cache
-
-    def train_problems(self) -> list[Problem]:
-        return self._split()[0]
-
-    def val_problems(self) -> list[Problem]:
-        return self._split()[1]
-
-    def val_sets(self) -> dict[str, list[Problem]]:
-        return {"val": self.val_problems()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -49,3 +50,37 @@ def report_skipped(where: str, problems: list[Problem], skipped: list[str]) -> l
     if skipped:
         logger.warning("%s: kept %d problems, skipped %d bad rows", where, len(problems), len(skipped))
     return problems
+
+
+class GeneratedTask:
+    """A task generated in code: distinct problems drawn by ``_make(rng)`` from ``random.Random(seed)``;
+    the first ``num_val`` are held out for validation, the next ``num_train`` train. Subclasses set
+    ``num_train``, ``num_val``, ``seed`` and ``_cache = None`` and define ``_make``."""
+
+    num_train: int
+    num_val: int
+    seed: int
+    _cache: tuple[list[Problem], list[Problem]] | None
+
+    def _make(self, rng: random.Random) -> Problem:
+        raise NotImplementedError
+
+    def _split(self) -> tuple[list[Problem], list[Problem]]:
+        if self._cache is None:
+            rng, seen, out = random.Random(self.seed), set(), []
+            while len(out) < self.num_train + self.num_val:
+                p = self._make(rng)
+                if p.question not in seen:
+                    seen.add(p.question)
+                    out.append(p)
+            self._cache = (out[self.num_val :], out[: self.num_val])
+        return self._cache
+
+    def train_problems(self) -> list[Problem]:
+        return self._split()[0]
+
+    def val_problems(self) -> list[Problem]:
+        return self._split()[1]
+
+    def val_sets(self) -> dict[str, list[Problem]]:
+        return {"val": self.val_problems()}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 
 from rlvr_exp.answers import AnswerFormat, BoxedAnswer
-from rlvr_exp.tasks.base import Problem
+from rlvr_exp.tasks.base import GeneratedTask, Problem
 
 
 def chain_solution(operands: list[int]) -> str:
@@ -36,7 +36,7 @@ def chain_solution(operands: list[int]) -> str:
     return ", ".join(steps) + ". " + BoxedAnswer().render(str(total))
 
 
-class ChainArithmeticTask:
+class ChainArithmeticTask(GeneratedTask):
     """Sums of ``min_operands``..``max_operands`` integers: the first in [0, ``max_first_operand``],
     the others in [0, ``max_operand``], the operand count drawn uniformly per problem, each operand
     uniformly. With the defaults (a number up to 99, then digits) every step adds a digit to a
@@ -81,23 +81,3 @@ class ChainArithmeticTask:
         question = "+".join(map(str, nums)) + "="
         return Problem(question=self.prompt_template.replace("{question}", question), answer=str(sum(nums)),
                        source=f"chain{k}", solution=chain_solution(nums))
-
-    def _split(self) -> tuple[list[Problem], list[Problem]]:
-        if self._cache is None:
-            rng, seen, out = random.Random(self.seed), set(), []
-            while len(out) < self.num_train + self.num_val:
-                p = self._make(rng)
-                if p.question not in seen:
-                    seen.add(p.question)
-                    out.append(p)
-            self._cache = (out[self.num_val :], out[: self.num_val])
-        return self._cache
-
-    def train_problems(self) -> list[Problem]:
-        return self._split()[0]
-
-    def val_problems(self) -> list[Problem]:
-        return self._split()[1]
-
-    def val_sets(self) -> dict[str, list[Problem]]:
-        return {"val": self.val_problems()}
