@@ -101,4 +101,7 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
     for name in ("rewards", "correct"):
         if all(getattr(b, name) is not None for b in batches):
             fields[name] = torch.cat([getattr(b, name) for b in batches])
+    for name in ("logp_old", "entropy"):  # the sampler's scores (trainer.old_logprobs), right-padded with 0
+        if all(getattr(b, name) is not None for b in batches):
+            fields[name] = torch.cat([right(getattr(b, name), t, 0.0) for b in batches])
     return RolloutBatch(**fields)

@@ -131,6 +131,10 @@ def build(cfg: DictConfig, run_dir: Path, dist: SingleProcess | None = None) -> 
     task = make("task", cfg.task)
     reward_fn = make("reward", cfg.reward)
     rollout = make("rollout", cfg.rollout)
+    if trainer_cfg.old_logprobs == "rollout" and not rollout.scores_samples:
+        raise ConfigError(f"trainer.old_logprobs=rollout needs a rollout that scores its own samples, and "
+                          f"{type(rollout).__name__} (rollout={cfg.rollout._target_}) does not; set trainer.old_logprobs=auto "
+                          "or recompute (a scoring pass after sampling)")
     logger = make("logger", cfg.logger)
     analysis = make("analysis", cfg.analysis)
     model_spec: ModelSpec = make("model", cfg.model)

@@ -1,4 +1,5 @@
-"""Collecting a training batch: sample G responses per prompt, score them, and (DAPO dynamic
+"""Collecting a training batch: sample G responses per prompt (with the sampler's own log-probs
+and entropies when the rollout gives them, ``trainer.old_logprobs``), reward them, and (DAPO dynamic
 sampling, arXiv 2503.14476 section 3.2) drop groups whose responses are all correct or all wrong, generating
 more rounds until the batch is full or the round budget is spent."""
 from __future__ import annotations
@@ -95,19 +96,26 @@ class Collector:
         self, stream: ProblemStream, rollout: Rollout, reward_fn: Reward, encoder: PromptEncoder,
         tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, prompts_per_step: int,
         dynamic_sampling: bool, max_rounds: int, overlong_buffer: int = 0, overlong_factor: float = 1.0,
-        dist: SingleProcess | None = None,
+        dist: SingleProcess | None = None, scored: bool | None = None,
     ) -> None:
         self.stream, self.rollout, self.reward_fn, self.encoder = stream, rollout, reward_fn, encoder
         self.tokenizer, self.sampling, self.prompts_per_step = tokenizer, sampling, prompts_per_step
         self.dynamic_sampling, self.max_rounds = dynamic_sampling, max_rounds
         self.overlong_buffer, self.overlong_factor = overlong_buffer, overlong_factor
         self.dist = dist if dist is not None else SingleProcess()
+        self.scored = scored  # None: the trainer scores the batch; else the rollout does, with entropies if True
 
     def _round(self, problems: list[Problem], timing: dict[str, float]) -> RolloutBatch:
         t0 = time.perf_counter()
-        responses = self.rollout.generate([self.encoder(p) for p in problems], self.sampling)
+        prompts = [self.encoder(p) for p in problems]
+        if self.scored is None:
+            responses, logp, entropy = self.rollout.generate(prompts, self.sampling), None, None
+        else:
+            out = self.rollout.generate_scored(prompts, self.sampling, self.scored)
+            responses, logp, entropy = out.responses, out.logp, out.entropy
         t1 = time.perf_counter()
         batch = build_batch(problems, responses, self.sampling.n, self.encoder, self.tokenizer, self.sampling.max_new_tokens)
+        batch.logp_old, batch.entropy = logp, entropy
         rewards, correct = self.reward_fn(batch.texts, [p.answer for p in batch.problems])
         batch.rewards = rewards.float() + overlong_penalty(
             batch.response_len, self.sampling.max_new_tokens, self.overlong_buffer, self.overlong_factor)

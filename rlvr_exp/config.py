@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 LR_SCHEDULES = ("constant", "cosine")
+OLD_LOGPROBS = ("auto", "rollout", "recompute")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,7 @@ class TrainerConfig:
     dump_samples: int | None = None
     score_rows_per_pass: int = 64
     score_entropy: bool = True
+    old_logprobs: str = "auto"
     logprob_chunk_tokens: int = 1024
     num_threads: int = 0
     resume_from: str | None = None
@@ -87,6 +89,8 @@ class TrainerConfig:
                      "logprob_chunk_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"trainer.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if self.old_logprobs not in OLD_LOGPROBS:
+            raise ConfigError(f"trainer.old_logprobs must be one of {OLD_LOGPROBS}, got {self.old_logprobs!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"trainer.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_horizon_steps is not None and self.lr_horizon_steps < 1:
@@ -110,6 +114,12 @@ class TrainerConfig:
         horizon = self.lr_horizon_steps or self.steps
         progress = min(1.0, (step - self.warmup_steps) / max(1, horizon - self.warmup_steps))
         return self.lr_min_ratio + (1.0 - self.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def sampler_scores(self, rollout_scores_samples: bool) -> bool:
+        """Whether ``logp_old`` and the entropies come from the sampling pass (``old_logprobs``:
+        ``rollout``, or ``auto`` with a rollout that samples with the policy's own forward) rather
+        than from a scoring pass over the batch (``recompute``)."""
+        return self.old_logprobs == "rollout" or (self.old_logprobs == "auto" and rollout_scores_samples)
 
     @property
     def responses_per_step(self) -> int:

@@ -80,7 +80,8 @@ class Trainer:
         self.stream = ProblemStream(p.task.train_problems(), self.seed)
         self.collector = Collector(
             self.stream, p.rollout, p.reward_fn, p.encoder, p.tokenizer, sampling, cfg.prompts_per_step,
-            cfg.dynamic_sampling, cfg.max_sampling_rounds, cfg.overlong_buffer_tokens, cfg.overlong_penalty, p.dist)
+            cfg.dynamic_sampling, cfg.max_sampling_rounds, cfg.overlong_buffer_tokens, cfg.overlong_penalty, p.dist,
+            scored=cfg.score_entropy if cfg.sampler_scores(p.rollout.scores_samples) else None)
         val = {name: problems[: cfg.val_max_problems] for name, problems in p.task.val_sets().items()}
         val_sampling = SamplingParams(cfg.val_samples_per_problem, cfg.val_temperature, cfg.val_top_p, cfg.max_response_tokens)
         self.evaluator = Evaluator(val, p.rollout, p.reward_fn, p.encoder, p.tokenizer, val_sampling, self.seed,
@@ -170,8 +171,9 @@ class Trainer:
             return {**metrics, **self._stage(step, metrics)}
         batch = batch.to(p.policy.device)
         t0 = time.perf_counter()
-        batch.logp_old, batch.entropy = score_batch(
-            p.policy, batch, cfg.score_rows_per_pass, cfg.score_entropy, self.spec)
+        if batch.logp_old is None:  # the sampler did not score its samples (trainer.old_logprobs)
+            batch.logp_old, batch.entropy = score_batch(
+                p.policy, batch, cfg.score_rows_per_pass, cfg.score_entropy, self.spec)
         self.guard.check_scores("log-probs or entropies", batch.logp_old, batch.entropy)
         if p.reference is not None:
             batch.ref_logp, _ = score_batch(p.reference, batch, cfg.score_rows_per_pass, False, self.spec)

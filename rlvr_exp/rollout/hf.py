@@ -1,40 +1,50 @@
-"""Rollout with transformers ``generate`` on the policy itself (the default; no weight copy)."""
+"""Rollout on the policy itself with a lean decoding loop (the default; no weight copy).
+
+The loop is what transformers ``generate`` does for plain sampling, without its per-token
+machinery: one prefill of the left-padded prompts into a ``DynamicCache``, then one token per
+forward pass, sampled from softmax of the temperature- and nucleus-processed logits
+(transformers' own ``TemperatureLogitsWarper`` and ``TopPLogitsWarper``, so the distribution is
+``generate``'s with ``top_k=0``; greedy at temperature 0). Two differences, neither of which
+changes what is sampled:
+- rows that have emitted EOS leave the batch (their KV cache rows are dropped), so the decode
+  steps after a response ends cost nothing for it (``generate`` keeps computing them as padding);
+- the log-prob and entropy of each sampled token under softmax(z / temperature) are taken from
+  the logits the sampler already has (:meth:`HFRollout.generate_scored`), so the trainer needs no
+  scoring pass; they equal the recomputed ones (rlvr_exp/algos/logprobs.py) to float round-off
+  (tests/unit/test_rollout.py states the tolerance).
+The model's own ``generation_config`` (top_k, repetition penalty, ...) is never read. Under FSDP
+with several ranks every rank keeps calling the (collective) forward until all ranks are done,
+as ``generate(synced_gpus=True)`` does, and no row leaves the batch. Logits that are NaN or
+infinite raise :class:`NonFiniteLogitsError` after sampling (rlvr_exp/faults.py), never a raw
+``torch.multinomial`` error or CUDA device-side assert.
+"""
 from __future__ import annotations
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel
+import torch.distributed as tdist
+from transformers import DynamicCache, LogitsProcessorList, PreTrainedModel, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.integrations.fsdp import is_fsdp_managed_module
 
+from rlvr_exp.algos.logprobs import logprob_and_entropy_from_logits
 from rlvr_exp.faults import NonFiniteLogits, NonFiniteLogitsError
-from rlvr_exp.rollout.base import SamplingParams
+from rlvr_exp.rollout.base import SamplingParams, ScoredResponses
 
 
-def generation_config(sampling: SamplingParams, pad_id: int, eos_id: int) -> GenerationConfig:
-    """Every parameter that shapes the sampled distribution, set explicitly: plain temperature /
-    nucleus sampling (greedy at temperature 0), no top-k, repetition or length penalties, no
-    minimum length. transformers fills any value left None from the model's own
-    ``generation_config`` (a Qwen or SmolLM2 checkpoint ships top_k, repetition_penalty, ...),
-    which would change what the trainer believes it sampled; :meth:`HFRollout._generate_chunk`
-    also hides the model's config during the call."""
-    greedy = sampling.temperature == 0.0
-    return GenerationConfig(
-        do_sample=not greedy, num_beams=1, temperature=1.0 if greedy else sampling.temperature,
-        top_p=1.0 if greedy else sampling.top_p, top_k=None if greedy else 0, min_p=None, typical_p=1.0,
-        epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
-        no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, length_penalty=1.0, min_new_tokens=0,
-        max_new_tokens=sampling.max_new_tokens, renormalize_logits=False, remove_invalid_values=False,
-        num_return_sequences=1, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
-    )
+def warpers(sampling: SamplingParams) -> LogitsProcessorList:
+    """The logits processing of plain temperature / nucleus sampling, in ``generate``'s order
+    (none when greedy, or at temperature 1 with top_p 1)."""
+    out = LogitsProcessorList()
+    if sampling.temperature not in (0.0, 1.0):
+        out.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.temperature != 0.0 and sampling.top_p < 1.0:
+        out.append(TopPLogitsWarper(sampling.top_p))
+    return out
 
 
 class HFRollout:
-    """Samples with ``model.generate`` in chunks of ``max_batch_sequences`` sequences.
+    """Samples on the live policy in chunks of ``max_batch_sequences`` sequences (module docstring)."""
 
-    Sampling is set completely by :func:`generation_config` (``top_k`` 0 so temperature 1 /
-    top_p 1 samples the full distribution; transformers' default top_k=50 would truncate it) and
-    never inherits the model's ``generation_config``. Logits that are NaN or infinite
-    raise :class:`NonFiniteLogitsError` after sampling (rlvr_exp/faults.py), never a raw
-    ``torch.multinomial`` error or CUDA device-side assert.
-    """
+    scores_samples = True
 
     def __init__(self, max_batch_sequences: int = 512) -> None:
         if max_batch_sequences < 1:
@@ -52,38 +62,98 @@ class HFRollout:
     def close(self) -> None:
         self.model = None
 
-    @torch.no_grad()
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[int]]:
+        return self._run(prompts, sampling, None)[0]
+
+    def generate_scored(self, prompts: list[list[int]], sampling: SamplingParams, with_entropy: bool) -> ScoredResponses:
+        if not sampling.temperature > 0:
+            raise ValueError(f"scored sampling needs a temperature > 0 (the scores are of softmax(z / T)), "
+                             f"got {sampling.temperature}")
+        return ScoredResponses(*self._run(prompts, sampling, with_entropy))
+
+    @torch.no_grad()
+    def _run(
+        self, prompts: list[list[int]], sampling: SamplingParams, with_entropy: bool | None,
+    ) -> tuple[list[list[int]], torch.Tensor | None, torch.Tensor | None]:
+        """Responses, log-probs [B, T] and entropies [B, T]; ``with_entropy`` None: no scores at all."""
         if self.model is None:
             raise RuntimeError("HFRollout.generate called before bind(model, pad_id, eos_id)")
         flat = [p for p in prompts for _ in range(sampling.n)]
-        out: list[list[int]] = []
+        parts = []
         was_training = self.model.training
         self.model.eval()
-        for start in range(0, len(flat), self.max_batch_sequences):
-            out.extend(self._generate_chunk(flat[start : start + self.max_batch_sequences], sampling))
-        self.model.train(was_training)
-        return out
+        try:
+            for start in range(0, len(flat), self.max_batch_sequences):
+                parts.append(self._sample(flat[start : start + self.max_batch_sequences], sampling, with_entropy))
+        finally:
+            self.model.train(was_training)
+        responses = [r for part in parts for r in part[0]]
+        if with_entropy is None:
+            return responses, None, None
+        width = max(1, max(map(len, responses)))
 
-    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[int]]:
+        def stack(k: int) -> torch.Tensor:
+            return torch.cat([torch.nn.functional.pad(part[k], (0, width - part[k].shape[1])) for part in parts])
+
+        return responses, stack(1), (stack(2) if with_entropy else None)
+
+    def _sample(
+        self, prompts: list[list[int]], sampling: SamplingParams, with_entropy: bool | None,
+    ) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+        """One chunk: responses, and their log-probs and entropies [N, T] (T: the longest response)."""
+        model, device, n = self.model, self.model.device, len(prompts)
         width = max(map(len, prompts))
-        device = self.model.device
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        check = NonFiniteLogits()
-        model_defaults = self.model.generation_config
-        self.model.generation_config = GenerationConfig()  # nothing to inherit: see generation_config()
-        try:
-            seqs = self.model.generate(
-                input_ids=ids, attention_mask=mask, logits_processor=LogitsProcessorList([check]),
-                generation_config=generation_config(sampling, self.pad_id, self.eos_id),
-            )[:, width:].tolist()
-        finally:
-            self.model.generation_config = model_defaults
+        position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate sets them
+        synced = is_fsdp_managed_module(model) and tdist.is_initialized() and tdist.get_world_size() > 1
+        process, check = warpers(sampling), NonFiniteLogits()
+        steps = sampling.max_new_tokens
+        tokens = torch.full((n, steps), self.pad_id, dtype=torch.long, device=device)
+        logp = torch.zeros(n, steps, device=device)
+        ent = torch.zeros(n, steps, device=device)
+        lengths = torch.full((n,), steps, dtype=torch.long, device=device)
+        active = torch.arange(n, device=device)  # rows of the chunk still sampling
+        cache = DynamicCache(config=model.config)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1].float()  # [A, V]
+        for t in range(steps):
+            z = check(None, logits)
+            nxt = (torch.multinomial(torch.softmax(process(None, z), -1), 1).squeeze(1) if sampling.temperature
+                   else z.argmax(-1))
+            nxt = torch.where(lengths[active] > t, nxt, self.pad_id)  # rows done on other ranks' account (synced)
+            tokens[active, t] = nxt
+            if with_entropy is not None:
+                lp, h = logprob_and_entropy_from_logits(z.unsqueeze(1), nxt.unsqueeze(1), with_entropy,
+                                                        temperature=sampling.temperature)
+                logp[active, t] = lp.squeeze(1)
+                if h is not None:
+                    ent[active, t] = h.squeeze(1)
+            ended = (nxt == self.eos_id) & (lengths[active] > t)
+            lengths[active[ended]] = t + 1
+            running = lengths[active] > t + 1
+            if not self._go_on(bool(running.any()), synced, device) or t + 1 == steps:
+                break
+            if not synced and not bool(running.all()):
+                keep = running.nonzero().squeeze(1)
+                active, nxt, mask, position = active[keep], nxt[keep], mask[keep], position[keep]
+                cache.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            position = position[:, -1:] + 1
+            logits = model(input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=position,
+                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
         if check.seen:
             raise NonFiniteLogitsError("the policy's logits were NaN or infinite while sampling")
-        responses = []
-        for s in seqs:
-            end = s.index(self.eos_id) + 1 if self.eos_id in s else len(s)
-            responses.append(s[:end])
-        return responses
+        longest = max(1, int(lengths.max()))
+        keep_mask = torch.arange(steps, device=device) < lengths.unsqueeze(1)
+        responses = [row[: int(k)] for row, k in zip(tokens.tolist(), lengths.tolist())]
+        return responses, (logp * keep_mask)[:, :longest].cpu(), (ent * keep_mask)[:, :longest].cpu()
+
+    @staticmethod
+    def _go_on(local: bool, synced: bool, device: torch.device) -> bool:
+        """Whether to decode another token: any row of this rank (or, under FSDP, of any rank) runs."""
+        if not synced:
+            return local
+        flag = torch.tensor([float(local)], device=device)
+        tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+        return bool(flag.item())

@@ -51,7 +51,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from rlvr_exp.faults import NonFiniteLogitsError
-from rlvr_exp.rollout.base import SamplingParams
+from rlvr_exp.rollout.base import SamplingParams, ScoredResponses
 
 
 def finite_logprobs(completion: Any) -> bool:
@@ -82,10 +82,15 @@ def responses(outputs: Iterable[Any], eos_id: int) -> list[list[int]]:
 
 
 class VLLMRollout:
-    """``gpu_memory_utilization``: the share of GPU memory vLLM may take (weights + KV cache),
+    """Its samples are scored by the trainer (``scores_samples`` False: the engine's kernels are not
+    the policy's, so ``trainer.old_logprobs=auto`` recomputes them).
+
+    ``gpu_memory_utilization``: the share of GPU memory vLLM may take (weights + KV cache),
     leave the rest to training; ``max_model_len``: prompt + response tokens (null: the model's
     maximum); ``enforce_eager``: skip CUDA graph capture (fast start, slower decode);
     ``dtype``: "auto" follows the policy; ``kv_cache_gb``: the KV cache size on CPU."""
+
+    scores_samples = False
 
     def __init__(
         self,
@@ -168,6 +173,9 @@ class VLLMRollout:
         ]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return responses(outputs, self.eos_id)
+
+    def generate_scored(self, prompts: list[list[int]], sampling: SamplingParams, with_entropy: bool) -> ScoredResponses:
+        raise NotImplementedError("VLLMRollout does not score its samples: use trainer.old_logprobs=auto or recompute")
 
     def close(self) -> None:
         if self.llm is not None:

@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlvr_exp.checkpoint import SAVE_FAULT_ENV
+from rlvr_exp.config import ConfigError
 from rlvr_exp.dashboard import wandb_file
 from rlvr_exp.faults import CheckpointError
+from rlvr_exp.rollout.hf import HFRollout
 
 # Wall times and the verifier's cache counters differ between identical runs.
 NOISE = ("time/", "reward/cache_hits", "reward/verified", "reward/verify_time_s", "reward/samples")
@@ -115,3 +117,34 @@ def test_resume_past_the_checkpoint_sends_each_step_to_wandb_once(run_inprocess,
     files = wandb_file.run_files(run)
     assert len({f.name for f in files}) == 1 and len(files) == 2  # one W&B run id, opened twice
     assert [wandb_file.history_steps(f) for f in files] == [[1, 2, 3, 4], [5]]  # each step once
+
+
+def test_sampler_scores_train_like_a_scoring_pass(run_inprocess):
+    """trainer.old_logprobs=rollout (the default under rollout=hf) takes logp_old and the entropies
+    from the sampling pass; recompute scores the batch again. Same seed: the same samples, and every
+    metric of the first step within float32 round-off (tolerance 1e-4) of the other."""
+    over = ["trainer.steps=1", "trainer.dump_tokens_every=0"]
+    _, a, _ = run_inprocess(over + ["trainer.old_logprobs=rollout"], "rollout")
+    _, b, _ = run_inprocess(over + ["trainer.old_logprobs=recompute"], "recompute")
+    ra, rb = strip(rows(a))[-1], strip(rows(b))[-1]
+    assert ra.keys() == rb.keys()
+    for key in ("train/accuracy", "train/response_len_mean", "reward/mean"):
+        assert ra[key] == rb[key], key  # the same samples
+    for key, value in ra.items():
+        if isinstance(value, float):
+            assert abs(value - rb[key]) <= 1e-4 * max(1.0, abs(value)), (key, value, rb[key])
+    assert rows(a)[-1]["time/score"] < rows(b)[-1]["time/score"]  # no scoring pass
+
+
+class UnscoredRollout(HFRollout):
+    """An engine that cannot score its samples (as rollout=vllm)."""
+
+    scores_samples = False
+
+
+def test_rollout_scores_are_refused_from_an_engine_without_them(run_inprocess):
+    target = f"{__name__}.UnscoredRollout"
+    with pytest.raises(ConfigError, match="trainer.old_logprobs=rollout needs a rollout that scores"):
+        run_inprocess(["trainer.steps=1", f"rollout._target_={target}", "trainer.old_logprobs=rollout"], "refused")
+    summary, run_dir, _ = run_inprocess(["trainer.steps=1", f"rollout._target_={target}"], "auto")  # auto: recompute
+    assert rows(run_dir)[-1]["time/score"] > 0

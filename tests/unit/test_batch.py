@@ -70,3 +70,17 @@ def test_scores_are_dropped_unless_every_batch_has_them():
 def test_a_single_batch_is_returned_as_is():
     a, _ = two_batches()
     assert concat_batches([a], PAD) is a
+
+
+def test_sampler_scores_are_right_padded_with_zeros():
+    a, b = two_batches()
+    a.logp_old = torch.tensor([[-0.5, 0.0], [-0.25, -0.75], [-1.0, 0.0], [-2.0, 0.0]])
+    a.entropy = a.logp_old.abs() + (a.logp_old != 0)  # 1 + |logp| on response tokens, 0 on padding
+    b.logp_old = torch.tensor([[-0.125, -0.5, -1.5], [-3.0, 0.0, 0.0]])
+    b.entropy = b.logp_old.abs() + (b.logp_old != 0)
+    out = concat_batches([a, b], PAD)
+    assert out.logp_old.tolist() == [[-0.5, 0.0, 0.0], [-0.25, -0.75, 0.0], [-1.0, 0.0, 0.0], [-2.0, 0.0, 0.0],
+                                     [-0.125, -0.5, -1.5], [-3.0, 0.0, 0.0]]
+    assert out.entropy[1].tolist() == [1.25, 1.75, 0.0] and torch.all(out.entropy[~out.response_mask] == 0)
+    b.logp_old = None  # a batch without them: the trainer scores the whole batch
+    assert concat_batches([a, b], PAD).logp_old is None

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlvr_exp.collect import Collector, overlong_penalty
-from rlvr_exp.rollout.base import SamplingParams
+from rlvr_exp.rollout.base import SamplingParams, ScoredResponses
 from rlvr_exp.tasks.base import Problem
 
 PAD, EOS = 0, 1
@@ -36,6 +36,18 @@ class FakeRollout:
             assert len(script) == sampling.n
             out += [[ord(letter)] * (2 if letter.islower() else 1) + [EOS] for letter in script]
         return out
+
+
+class FakeScoredRollout(FakeRollout):
+    """Scores its samples: token k of a response gets log-prob -(k + 1) / 8 and entropy 0.5 (0 past the end)."""
+
+    scores_samples = True
+
+    def generate_scored(self, prompts: list[list[int]], sampling: SamplingParams, with_entropy: bool) -> ScoredResponses:
+        out = self.generate(prompts, sampling)
+        t = max(map(len, out))
+        logp = torch.tensor([[-(k + 1) / 8 if k < len(r) else 0.0 for k in range(t)] for r in out])
+        return ScoredResponses(out, logp, (logp != 0).float() * 0.5 if with_entropy else None)
 
 
 class FakeReward:
@@ -162,6 +174,25 @@ def test_prompt_truncated_share_counts_the_step_prompts_that_were_cut():
     c, _ = collector(["RW", "WR", "RW", "RR"], prompts_per_step=4, max_rounds=1, cut=frozenset({0, 3}))
     _, stats = c.collect()
     assert stats["train/prompt_truncated_share"] == 0.5  # 2 of the 4 prompts drawn
+
+
+def test_the_samplers_scores_follow_the_kept_rows_across_rounds():
+    # round 1 keeps q0 ("Rw": [R, EOS] and [w, w, EOS], width 3), round 2 keeps q3 (width 2): padded to 3
+    rollout = FakeScoredRollout()
+    c = Collector(ListStream(problems("Rw", "RR", "RR", "WR")), rollout, FakeReward(), FakeEncoder(), FakeTokenizer(),
+                  SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8), 2, True, 3, scored=True)
+    batch, _ = c.collect()
+    assert [p.answer for p in batch.problems] == ["Rw", "Rw", "WR", "WR"]
+    assert batch.response_len.tolist() == [2, 3, 2, 2]
+    assert batch.logp_old.tolist() == [[-0.125, -0.25, 0.0], [-0.125, -0.25, -0.375],
+                                       [-0.125, -0.25, 0.0], [-0.125, -0.25, 0.0]]
+    assert torch.equal(batch.entropy, batch.response_mask.float() * 0.5)
+
+
+def test_without_sampler_scores_the_batch_has_none():
+    c, _ = collector(["RW", "WR"])
+    batch, _ = c.collect()
+    assert batch.logp_old is None and batch.entropy is None
 
 
 class TestOverlongPenalty:

@@ -30,7 +30,8 @@ def test_derived_sizes():
     [({"steps": 0}, "trainer.steps"), ({"samples_per_prompt": 1}, "trainer.samples_per_prompt"),
      ({"top_p": 0.0}, "trainer.top_p"), ({"lr": -1.0}, "trainer.lr"),
      ({"overlong_buffer_tokens": 16}, "trainer.overlong_buffer_tokens"),
-     ({"prompts_per_step": 6, "prompts_per_minibatch": 4}, "trainer.prompts_per_step")],
+     ({"prompts_per_step": 6, "prompts_per_minibatch": 4}, "trainer.prompts_per_step"),
+     ({"old_logprobs": "sampler"}, "trainer.old_logprobs")],
 )
 def test_bad_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
@@ -46,3 +47,9 @@ def test_lr_schedules():
     assert abs(cos.lr_factor(100) - 0.1) < 1e-12
     with pytest.raises(ConfigError, match="trainer.lr_schedule"):
         TrainerConfig(lr_schedule="linear")
+
+
+def test_old_logprobs_come_from_the_sampler_when_it_can_score():
+    assert TrainerConfig().sampler_scores(True) and not TrainerConfig().sampler_scores(False)  # auto
+    assert TrainerConfig(old_logprobs="rollout").sampler_scores(True)
+    assert not TrainerConfig(old_logprobs="recompute").sampler_scores(True)
