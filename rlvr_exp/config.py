@@ -51,6 +51,7 @@ class TrainerConfig:
     score_rows_per_pass: int = 64
     score_entropy: bool = True
     old_logprobs: str = "auto"
+    share_prompts: bool = True
     logprob_chunk_tokens: int = 1024
     num_threads: int = 0
     resume_from: str | None = None

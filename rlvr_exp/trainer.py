@@ -74,7 +74,7 @@ class Trainer:
             [q for q in p.policy.parameters() if q.requires_grad], lr=cfg.lr,
             weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cfg.lr_factor)
-        self.spec = LogProbSpec(cfg.temperature, cfg.logprob_chunk_tokens)  # the sampling distribution
+        self.spec = LogProbSpec(cfg.temperature, cfg.logprob_chunk_tokens, cfg.share_prompts)  # the sampling distribution
         self.spec.check(p.policy)
         sampling = SamplingParams(cfg.samples_per_prompt, cfg.temperature, cfg.top_p, cfg.max_response_tokens)
         self.stream = ProblemStream(p.task.train_problems(), self.seed)

@@ -6,8 +6,10 @@ forward pass, sampled from softmax of the temperature- and nucleus-processed log
 (transformers' own ``TemperatureLogitsWarper`` and ``TopPLogitsWarper``, so the distribution is
 ``generate``'s with ``top_k=0``; greedy at temperature 0). Two differences, neither of which
 changes what is sampled:
-- rows that have emitted EOS leave the batch (their KV cache rows are dropped), so the decode
-  steps after a response ends cost nothing for it (``generate`` keeps computing them as padding);
+- a prompt's G samples share one prefill (``share_prompts``): the prompt runs once and its KV
+  cache is copied to its rows; and rows that have emitted EOS leave the batch (their KV cache
+  rows are dropped), so the decode steps after a response ends cost nothing for it (``generate``
+  prefills every row and keeps computing finished ones as padding);
 - the log-prob and entropy of each sampled token under softmax(z / temperature) are taken from
   the logits the sampler already has (:meth:`HFRollout.generate_scored`), so the trainer needs no
   scoring pass; they equal the recomputed ones (rlvr_exp/algos/logprobs.py) to float round-off
@@ -46,10 +48,10 @@ class HFRollout:
 
     scores_samples = True
 
-    def __init__(self, max_batch_sequences: int = 512) -> None:
+    def __init__(self, max_batch_sequences: int = 512, share_prompts: bool = True) -> None:
         if max_batch_sequences < 1:
             raise ValueError(f"rollout.max_batch_sequences must be >= 1, got {max_batch_sequences}")
-        self.max_batch_sequences = max_batch_sequences
+        self.max_batch_sequences, self.share_prompts = max_batch_sequences, share_prompts
         self.model: PreTrainedModel | None = None
         self.pad_id = self.eos_id = 0
 
@@ -114,9 +116,7 @@ class HFRollout:
         ent = torch.zeros(n, steps, device=device)
         lengths = torch.full((n,), steps, dtype=torch.long, device=device)
         active = torch.arange(n, device=device)  # rows of the chunk still sampling
-        cache = DynamicCache(config=model.config)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1).logits[:, -1].float()  # [A, V]
+        logits, cache = self._prefill(ids, mask, position)  # [A, V]
         for t in range(steps):
             z = check(None, logits)
             nxt = (torch.multinomial(torch.softmax(process(None, z), -1), 1).squeeze(1) if sampling.temperature
@@ -148,6 +148,21 @@ class HFRollout:
         keep_mask = torch.arange(steps, device=device) < lengths.unsqueeze(1)
         responses = [row[: int(k)] for row, k in zip(tokens.tolist(), lengths.tolist())]
         return responses, (logp * keep_mask)[:, :longest].cpu(), (ent * keep_mask)[:, :longest].cpu()
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        """The last prompt position's logits [N, V] (float32) and the prompts' KV cache; with
+        ``share_prompts`` a prompt repeated by neighbouring rows runs once."""
+        same = (ids[1:] == ids[:-1]).all(-1) & (mask[1:] == mask[:-1]).all(-1)  # [N - 1]
+        first = torch.cat([same.new_ones(1), ~same]) if self.share_prompts else torch.ones_like(ids[:, 0], dtype=torch.bool)
+        unique = first.nonzero().squeeze(1)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=ids[unique], attention_mask=mask[unique], position_ids=position[unique],
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        if len(unique) < len(ids):
+            run = first.long().cumsum(0) - 1
+            cache.batch_select_indices(run)
+            logits = logits[run]
+        return logits, cache
 
     @staticmethod
     def _go_on(local: bool, synced: bool, device: torch.device) -> bool:

@@ -108,11 +108,13 @@ def hf_generate(model, prompts: list[list[int]], n: int, eos: int | None, pad: i
     return [s[: s.index(eos) + 1] if eos in s else s for s in out]
 
 
-def test_sampling_equals_generate_seed_for_seed(tiny_model, char_tokenizer):
+@pytest.mark.parametrize("share_prompts", [True, False])
+def test_sampling_equals_generate_seed_for_seed(tiny_model, char_tokenizer, share_prompts):
     """With no row ending early (an EOS id the model never emits) both draw every row at every step from
-    the same processed distribution (temperature 0.6, top_p 0.9), so a seed gives the same tokens."""
+    the same processed distribution (temperature 0.6, top_p 0.9), so a seed gives the same tokens,
+    whether a prompt's 4 samples share one prefill or not."""
     never = len(char_tokenizer) + 7
-    rollout = HFRollout()
+    rollout = HFRollout(share_prompts=share_prompts)
     rollout.bind(tiny_model, char_tokenizer.pad_token_id, never)
     torch.manual_seed(3)
     ours = rollout.generate(mixed_prompts(char_tokenizer), SamplingParams(n=4, temperature=0.6, top_p=0.9, max_new_tokens=7))
