@@ -2,6 +2,7 @@
 avg@k, maj@k, pass@k per benchmark and their mean; a missing checkpoint is refused first."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -28,12 +29,14 @@ def test_defaults_are_the_papers_sampling_and_no_wandb():
 
 
 def test_checkpoint_weights_replace_the_models(tiny_model, tmp_path):
-    trained = type(tiny_model)(tiny_model.config)
+    # own config copies: save_pretrained writes ``architectures`` into the config it is given, and
+    # the session's tiny_model must stay a config-built model for the other tests
+    trained = type(tiny_model)(copy.deepcopy(tiny_model.config))
     with torch.no_grad():
         for p in trained.parameters():
             p.fill_(0.25)
     trained.save_pretrained(tmp_path / "policy")
-    fresh = type(tiny_model)(tiny_model.config)
+    fresh = type(tiny_model)(copy.deepcopy(tiny_model.config))
     load_checkpoint_weights(fresh, tmp_path)
     assert all(torch.equal(p, torch.full_like(p, 0.25)) for p in fresh.parameters())
 

@@ -79,12 +79,17 @@ def test_model_generation_config_never_changes_sampling(tiny_model, char_tokeniz
 def test_the_vllm_engine_is_told_the_policys_transformers_class(tiny_model):
     """VLLMRollout passes the policy's class to vLLM (hf_overrides): a config-built model has no
     ``architectures``, and FSDP2 wraps the class in a subclass of its own (module torch's)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
     from rlvr_exp.rollout.vllm_engine import transformers_class
 
-    assert tiny_model.config.architectures is None  # why vLLM must be told
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                         num_key_value_heads=1, intermediate_size=8))
+    assert model.config.architectures is None  # why vLLM must be told
+    assert transformers_class(model) == "Qwen2ForCausalLM"
     assert transformers_class(tiny_model) == "Qwen2ForCausalLM"
-    wrapped = type("FSDPQwen2ForCausalLM", (type(tiny_model),), {"__module__": "torch.distributed.fsdp"})
-    assert transformers_class(tiny_model.__class__.__new__(wrapped)) == "Qwen2ForCausalLM"
+    wrapped = type("FSDPQwen2ForCausalLM", (type(model),), {"__module__": "torch.distributed.fsdp"})
+    assert transformers_class(model.__class__.__new__(wrapped)) == "Qwen2ForCausalLM"
     with pytest.raises(ValueError, match="needs a transformers model, got Linear"):
         transformers_class(torch.nn.Linear(2, 2))
 
