@@ -5,16 +5,19 @@ one partial sum per step, then boxes the total::
 
     47+8=55, 55+6=61, 61+9=70. \\boxed{70}
 
-With 2..5 operands a solution is 1..4 steps long (17 to 55 characters with the defaults, one token
-each under the tiny model's character tokenizer). The decisions sit in the middle of the chain: each partial sum's
-digits (a carry decides the tens and hundreds digit), which operand comes next, and whether the
-chain goes on (``, ``) or ends (``. \\boxed``). Problems with more operands are harder: each step
-must be right. The reward checks only the boxed total (math-verify, docs/method.md section 2); the
-chain is the model's to get right or wrong. Validation problems are drawn first under the seed and
-never appear in training.
+With 2..5 operands a solution is 1..4 steps long (17 to 55 tokens with the defaults, one per
+character under the tiny model's character tokenizer). The decisions sit in the middle of the
+chain: each partial sum's digits right after ``=`` (a carry decides the tens digit), and whether
+the chain goes on (``,``) or ends (``.``). The operands after the first are distinct digits, so
+the next one to add is the one that follows the last one added in the prompt (a tiny model finds
+it by matching, without counting operands). Problems with more operands are harder: every step
+must be right. The reward checks only the final answer (math-verify, docs/method.md section 2);
+the chain is the model's to get right or wrong. Validation problems are drawn first under the
+seed and never appear in training.
 """
 from __future__ import annotations
 
+import math
 import random
 
 from rlvr_exp.answers import AnswerFormat, BoxedAnswer
@@ -24,8 +27,8 @@ from rlvr_exp.tasks.base import GeneratedTask, Problem
 def chain_solution(operands: list[int]) -> str:
     """The worked solution of ``sum(operands)``: ``a+b=s1, s1+c=s2, ... . \\boxed{total}``.
 
-    >>> chain_solution([17, 48, 9, 30])
-    '17+48=65, 65+9=74, 74+30=104. \\\\boxed{104}'
+    >>> chain_solution([47, 8, 6, 9])
+    '47+8=55, 55+6=61, 61+9=70. \\\\boxed{70}'
     """
     if len(operands) < 2:
         raise ValueError(f"a chain needs at least 2 operands, got {operands}")
@@ -37,11 +40,12 @@ def chain_solution(operands: list[int]) -> str:
 
 
 class ChainArithmeticTask(GeneratedTask):
-    """Sums of ``min_operands``..``max_operands`` integers: the first in [0, ``max_first_operand``],
-    the others in [0, ``max_operand``], the operand count drawn uniformly per problem, each operand
-    uniformly. With the defaults (a number up to 99, then digits) every step adds a digit to a
-    running total, and a carry decides its tens (and hundreds) digit. Each problem carries its
-    worked solution (:func:`chain_solution`) as ``Problem.solution``; answers are boxed."""
+    """Sums of ``min_operands``..``max_operands`` integers: the first uniform in [0,
+    ``max_first_operand``], the others distinct, drawn uniformly without replacement from [0,
+    ``max_operand``]; the operand count is drawn uniformly per problem. With the defaults (a number
+    up to 99, then distinct digits) every step adds a digit to a running total, and a carry decides
+    its tens digit. Each problem carries its worked solution (:func:`chain_solution`) as
+    ``Problem.solution``; answers are boxed."""
 
     answer_format: AnswerFormat | None = BoxedAnswer()
 
@@ -58,10 +62,13 @@ class ChainArithmeticTask(GeneratedTask):
     ) -> None:
         if not 2 <= min_operands <= max_operands:
             raise ValueError(f"task.min_operands ({min_operands}) must be >= 2 and <= task.max_operands ({max_operands})")
+        if max_operands - 1 > max_operand + 1:
+            raise ValueError(f"task.max_operands ({max_operands}) needs {max_operands - 1} distinct operands after the "
+                             f"first, but [0, task.max_operand={max_operand}] holds {max_operand + 1}: raise task.max_operand")
         if max_operand < 1 or max_first_operand < 1:
             raise ValueError(f"task.max_operand ({max_operand}) and task.max_first_operand ({max_first_operand}) "
                              f"must be >= 1")
-        space = sum((max_first_operand + 1) * (max_operand + 1) ** (k - 1) for k in range(min_operands, max_operands + 1))
+        space = sum((max_first_operand + 1) * math.perm(max_operand + 1, k - 1) for k in range(min_operands, max_operands + 1))
         if num_train < 1 or num_val < 1 or num_train + num_val > space // 2:
             raise ValueError(
                 f"task.num_train ({num_train}) and task.num_val ({num_val}) must be >= 1 and together at most half "
@@ -77,7 +84,7 @@ class ChainArithmeticTask(GeneratedTask):
 
     def _make(self, rng: random.Random) -> Problem:
         k = rng.randint(self.min_operands, self.max_operands)
-        nums = [rng.randint(0, self.max_first_operand)] + [rng.randint(0, self.max_operand) for _ in range(k - 1)]
+        nums = [rng.randint(0, self.max_first_operand), *rng.sample(range(self.max_operand + 1), k - 1)]
         question = "+".join(map(str, nums)) + "="
         return Problem(question=self.prompt_template.replace("{question}", question), answer=str(sum(nums)),
                        source=f"chain{k}", solution=chain_solution(nums))

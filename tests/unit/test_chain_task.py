@@ -17,10 +17,11 @@ from rlvr_exp.tasks.chain_arithmetic import ChainArithmeticTask, chain_solution
 
 # ------------------------------------------------------------------------------ generation
 @pytest.mark.parametrize(("operands", "solution"), [
+    ([47, 8, 6, 9], "47+8=55, 55+6=61, 61+9=70. \\boxed{70}"),
     ([17, 48, 9, 30], "17+48=65, 65+9=74, 74+30=104. \\boxed{104}"),
     ([5, 9], "5+9=14. \\boxed{14}"),
     ([0, 0, 0], "0+0=0, 0+0=0. \\boxed{0}"),
-    ([99, 9, 9, 9, 9], "99+9=108, 108+9=117, 117+9=126, 126+9=135. \\boxed{135}"),
+    ([99, 9, 8, 7, 6], "99+9=108, 108+8=116, 116+7=123, 123+6=129. \\boxed{129}"),
 ])
 def test_chain_solution_by_hand(operands, solution):
     assert chain_solution(operands) == solution
@@ -43,6 +44,7 @@ def test_every_problem_is_its_own_sum_with_its_chain():
         nums = _operands(p.question)
         firsts.add(nums[0])
         assert 2 <= len(nums) <= 5 and 0 <= nums[0] <= 20 and all(0 <= n <= 9 for n in nums[1:])
+        assert len(set(nums[1:])) == len(nums) - 1  # distinct: the next operand follows the last one added
         assert p.answer == str(sum(nums))
         assert p.solution == chain_solution(nums)
         assert p.source == f"chain{len(nums)}"
@@ -51,18 +53,18 @@ def test_every_problem_is_its_own_sum_with_its_chain():
 
 
 def test_response_lengths_run_from_17_to_55_tokens(char_tokenizer):
-    # by hand, + 1 for </s>: shortest "0+0=0. \boxed{0}" (16 characters), longest 99 then four 9s (54)
+    # by hand, + 1 for </s>: shortest "0+0=0. \\boxed{0}" (16 characters), longest 99 then 9, 8, 7, 6 (54)
     task = ChainArithmeticTask()
     lengths = [len(char_tokenizer(p.solution, add_special_tokens=False)["input_ids"]) + 1
                for p in task.train_problems()]
     assert min(lengths) >= 17 and max(lengths) <= 55
     assert len(char_tokenizer(chain_solution([0, 0]), add_special_tokens=False)["input_ids"]) + 1 == 17
-    assert len(char_tokenizer(chain_solution([99, 9, 9, 9, 9]), add_special_tokens=False)["input_ids"]) + 1 == 55
+    assert len(char_tokenizer(chain_solution([99, 9, 8, 7, 6]), add_special_tokens=False)["input_ids"]) + 1 == 55
     assert sum(lengths) / len(lengths) == pytest.approx(35.4, abs=1.0)  # the mix: 1..4 steps of ~10 tokens on ~20
 
 
 def test_character_tokenizer_covers_the_chain(char_tokenizer):
-    text = "17+48+9+30=" + chain_solution([17, 48, 9, 30])
+    text = "47+8+6+9=" + chain_solution([47, 8, 6, 9])
     ids = char_tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text) and char_tokenizer.unk_token_id not in ids
     assert char_tokenizer.decode(ids) == text
@@ -97,6 +99,7 @@ def test_template_wraps_the_question():
     ({"min_operands": 1}, "task.min_operands"),
     ({"min_operands": 4, "max_operands": 3}, "task.max_operands"),
     ({"max_operand": 0}, "task.max_operand"),
+    ({"max_operand": 2}, "4 distinct operands after the first"),
     ({"max_first_operand": 0}, "task.max_first_operand"),
     ({"max_first_operand": 1, "max_operand": 1, "max_operands": 2, "num_train": 3}, "task.num_train"),
     ({"prompt_template": "no slot"}, "{question}"),
@@ -108,18 +111,20 @@ def test_bad_settings_are_refused_by_name(kwargs, names):
 
 # ------------------------------------------------------------------------------ the reward
 @pytest.mark.parametrize(("response", "correct"), [
-    ("17+48=65, 65+9=74, 74+30=104. \\boxed{104}", True),   # the demonstrated chain
-    ("17+48=65, 65+9=74, 74+30=104. \\boxed{105}", False),  # right chain, wrong boxed total
-    ("17+48=65, 65+9=75, 75+30=104. \\boxed{104}", True),   # a wrong step, right total: only the answer counts
-    ("17+48=65, 65+9=74, 74+30=105. \\boxed{104}", True),   # the boxed answer wins over the chain's last number
-    ("17+48=65, 65+9=74, 74+30=104. \\boxed{104} \\boxed{3}", False),  # the last boxed answer counts
-    # no \boxed: math-verify reads the last expression, as in the released reward (docs/method.md section 2);
-    # the task's format is still counted apart (defect/no_boxed_share)
-    ("17+48=65, 65+9=74, 74+30=104.", True),
-    ("17+48=65, 65+9=74, 74+30=", False),
+    ("47+8=55, 55+6=61, 61+9=70. \\boxed{70}", True),   # the demonstrated chain
+    ("47+8=55, 55+6=61, 61+9=70. \\boxed{71}", False),  # right chain, wrong boxed total
+    ("47+8=55, 55+6=62, 62+9=70. \\boxed{70}", True),   # a wrong step, right total: only the final answer counts
+    ("47+8=55, 55+6=61, 61+9=71. \\boxed{70}", True),   # the boxed answer wins over the chain's last number
+    ("47+8=55, 55+6=61, 61+9=70. \\boxed{70} \\boxed{3}", False),  # the last boxed answer counts
+    ("47+8=55, 55+6=61. \\boxed{61}", False),  # stopped a step early
+    ("47+8=55, 55+6=61, 61+9=7", False),       # cut off by the length limit
+    # no \boxed: math-verify reads the last expression, as the released reward does (docs/method.md
+    # section 2); the task's format is still counted apart (defect/no_boxed_share)
+    ("47+8=55, 55+6=61, 61+9=70.", True),
+    ("47+8=55, 55+6=61, 61+9=70", True),
 ])
 def test_math_verify_on_the_chain_format(response, correct):
-    assert math_verify_correct(response, "104") is correct
+    assert math_verify_correct(response, "70") is correct
 
 
 # ------------------------------------------------------------------------------ the warm-start
