@@ -17,6 +17,7 @@ seed and never appear in training.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -45,7 +46,15 @@ class ChainArithmeticTask(GeneratedTask):
     ``max_operand``]; the operand count is drawn uniformly per problem. With the defaults (a number
     up to 99, then distinct digits) every step adds a digit to a running total, and a carry decides
     its tens digit. Each problem carries its worked solution (:func:`chain_solution`) as
-    ``Problem.solution``; answers are boxed."""
+    ``Problem.solution``; answers are boxed.
+
+    ``direct_share``: the share of training problems whose demonstration is the bare answer
+    (``\\boxed{70}``, no chain) instead of the worked chain, as a base model's data mixes answering
+    styles. The tiny model cannot add 3-5 numbers in one go, so a warm-started policy that answers
+    directly on about that share of its samples is mostly wrong there; RL's first stage is then
+    choosing the chain (a fast entropy fall), and its second refining the chain's sums. Which
+    problems are picked is seeded apart from the problems themselves (``seed`` draws the same
+    problems at any share); validation problems are untouched."""
 
     answer_format: AnswerFormat | None = BoxedAnswer()
 
@@ -59,7 +68,11 @@ class ChainArithmeticTask(GeneratedTask):
         num_val: int = 128,
         seed: int = 1234,
         prompt_template: str = "{question}",
+        direct_share: float = 0.0,
     ) -> None:
+        if not 0.0 <= direct_share < 1.0:
+            raise ValueError(f"task.direct_share ({direct_share}) must be in [0, 1): the share of training problems "
+                             f"demonstrated by the bare answer instead of the worked chain")
         if not 2 <= min_operands <= max_operands:
             raise ValueError(f"task.min_operands ({min_operands}) must be >= 2 and <= task.max_operands ({max_operands})")
         if max_operands - 1 > max_operand + 1:
@@ -80,6 +93,7 @@ class ChainArithmeticTask(GeneratedTask):
         self.max_first_operand, self.max_operand = max_first_operand, max_operand
         self.num_train, self.num_val, self.seed = num_train, num_val, seed
         self.prompt_template = prompt_template
+        self.direct_share = direct_share
         self._cache: tuple[list[Problem], list[Problem]] | None = None
 
     def _make(self, rng: random.Random) -> Problem:
@@ -88,3 +102,13 @@ class ChainArithmeticTask(GeneratedTask):
         question = "+".join(map(str, nums)) + "="
         return Problem(question=self.prompt_template.replace("{question}", question), answer=str(sum(nums)),
                        source=f"chain{k}", solution=chain_solution(nums))
+
+    def _split(self) -> tuple[list[Problem], list[Problem]]:
+        if self._cache is None:
+            train, val = super()._split()
+            if self.direct_share > 0:
+                pick = random.Random(f"{self.seed}/direct")
+                train = [dataclasses.replace(p, solution=self.answer_format.render(p.answer))
+                         if pick.random() < self.direct_share else p for p in train]
+            self._cache = (train, val)
+        return self._cache

@@ -103,10 +103,26 @@ def test_template_wraps_the_question():
     ({"max_first_operand": 0}, "task.max_first_operand"),
     ({"max_first_operand": 1, "max_operand": 1, "max_operands": 2, "num_train": 3}, "task.num_train"),
     ({"prompt_template": "no slot"}, "{question}"),
+    ({"direct_share": 1.0}, "task.direct_share"),
+    ({"direct_share": -0.1}, "task.direct_share"),
 ])
 def test_bad_settings_are_refused_by_name(kwargs, names):
     with pytest.raises(ValueError, match=names.replace("{", r"\{").replace("}", r"\}")):
         ChainArithmeticTask(**kwargs)
+
+
+def test_direct_share_demonstrates_the_bare_answer_on_that_share_of_training_problems():
+    chain, mixed = ChainArithmeticTask(**SMALL), ChainArithmeticTask(**SMALL, direct_share=0.5)
+    bare = 0
+    for a, b in zip(chain.train_problems(), mixed.train_problems(), strict=True):
+        assert (a.question, a.answer, a.source) == (b.question, b.answer, b.source)  # the same problems
+        if b.solution != a.solution:
+            assert b.solution == "\\boxed{" + a.answer + "}"  # e.g. 47+8+6+9= -> \boxed{70}
+            bare += 1
+    n = len(chain.train_problems())
+    assert 0.4 < bare / n < 0.6  # a seeded coin per problem
+    assert [p.solution for p in mixed.train_problems()] == [p.solution for p in ChainArithmeticTask(**SMALL, direct_share=0.5).train_problems()]
+    assert mixed.val_problems() == chain.val_problems()  # validation untouched
 
 
 # ------------------------------------------------------------------------------ the reward
@@ -158,7 +174,7 @@ def test_cache_key_is_stable():
     {"task": {"min_operands": 3}}, {"task": {"max_operands": 5}}, {"task": {"max_operand": 8}},
     {"task": {"max_first_operand": 30}},
     {"task": {"num_train": 201}}, {"task": {"num_val": 17}}, {"task": {"seed": 6}},
-    {"task": {"prompt_template": "Q: {question}"}},
+    {"task": {"prompt_template": "Q: {question}"}}, {"task": {"direct_share": 0.5}},
 ], ids=lambda c: next(f"{k}.{n}" for k, v in c.items() for n in v))
 def test_every_value_that_shapes_the_warmstart_changes_the_key(change):
     assert _key(**change) != _key()
