@@ -56,8 +56,9 @@ def _curve(ax: Axes, rows: Rows, key: str, label: str, color: str, smooth: bool 
     return True
 
 
-def accuracy_entropy(rows: Rows, boundary: int | None, path: Path) -> Path:
-    """Panel 1: train accuracy (EMA) and validation accuracy; panel 2: mean token entropy."""
+def accuracy_entropy(rows: Rows, boundary: int | None, path: Path, temperature: float | None = None) -> Path:
+    """Panel 1: train accuracy (EMA) and validation accuracy; panel 2: mean token entropy, of the
+    sampling distribution at ``temperature`` (the run's ``trainer.temperature``; None: not known)."""
     fig = Figure(figsize=(9, 7))
     top, bottom = fig.subplots(2, 1, sharex=True)
     _curve(top, rows, "train/accuracy", "train accuracy", "tab:green")
@@ -68,7 +69,8 @@ def accuracy_entropy(rows: Rows, boundary: int | None, path: Path) -> Path:
     top.set(title="Accuracy over training", ylabel="accuracy")
     _curve(bottom, rows, "entropy/mean", "mean token entropy", "tab:red")
     _boundary(bottom, boundary)
-    bottom.set(title="Policy entropy over training (response tokens, temperature 1)", xlabel="step",
+    at = "" if temperature is None else f", sampling temperature {temperature:g}"
+    bottom.set(title=f"Policy entropy over training (response tokens{at})", xlabel="step",
                ylabel="entropy (nats)")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)

@@ -43,7 +43,9 @@ def analyze_run(run_dir: Path, wandb: bool) -> Path:
     text_c, profiles = section_c(tokens, samples, boundary)
     text_tokens, token_rows = section_tokens(tokens, boundary, token_decoder(run.path), TOKEN_CSV)
     write_token_csv(out / TOKEN_CSV, token_rows)
-    images = {"accuracy_entropy": plots.accuracy_entropy(run.rows, boundary, out / "accuracy_entropy.png")}
+    temperature = (run.config.get("trainer") or {}).get("temperature")
+    images = {"accuracy_entropy": plots.accuracy_entropy(run.rows, boundary, out / "accuracy_entropy.png",
+                                                         temperature if isinstance(temperature, (int, float)) else None)}
     images["entropy_pos_neg"], has_probe = plots.pos_neg_entropy(run.rows, boundary, out / "entropy_pos_neg.png")
     images["entropy_by_position"], has_buckets = plots.entropy_by_position(
         profiles, run.rows, boundary, out / "entropy_by_position.png")
