@@ -96,7 +96,11 @@ def evaluate_command(cfg: DictConfig, out_dir: Path) -> dict:
     settings: EvalSettings = make("eval", cfg.eval)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     task, reward_fn, rollout = make("task", cfg.task), make("reward", cfg.reward), make("rollout", cfg.rollout)
-    logger, model_spec = make("logger", cfg.logger), make("model", cfg.model)
+    model_cfg = cfg.model
+    if checkpoint is not None and "warmstart" in model_cfg:
+        # the checkpoint's weights replace the whole policy: a warm-start (minutes on a new machine) would be thrown away
+        model_cfg = OmegaConf.merge(model_cfg, {"warmstart": {"enabled": False}})
+    logger, model_spec = make("logger", cfg.logger), make("model", model_cfg)
     benchmarks = benchmarks_of(task, settings.max_problems)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)

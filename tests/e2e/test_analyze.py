@@ -32,12 +32,12 @@ def env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory, model_cache) -> Path:
     root = tmp_path_factory.mktemp("analyze")
     run = root / "run"
     cmd = [sys.executable, "-m", "rlvr_exp.train", "trainer.steps=30", "trainer.val_every=10",
            "trainer.dump_tokens_every=5", "trainer.checkpoint_every=30", "logger.mode=offline",
-           "logger.progress_bar=false", "model.warmstart.max_steps=50", f"model.cache_dir={root / 'cache'}",
+           "logger.progress_bar=false", "model.warmstart.max_steps=50", f"model.cache_dir={model_cache}",
            # small and single-threaded: seconds on a shared 2-core machine (threads oversubscribe it)
            "task.max_operand=9", "task.num_train=84", "task.num_val=16", "trainer.prompts_per_step=8",
            "trainer.prompts_per_minibatch=4", "trainer.samples_per_prompt=4", "trainer.num_threads=1",

@@ -36,9 +36,9 @@ def cli(module: str, args: list[str], cwd: Path, **extra_env: str) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, model_cache) -> dict[str, Path]:
     cwd = tmp_path_factory.mktemp("dashboard")
-    cache = f"model.cache_dir={cwd / 'cache'}"
+    cache = f"model.cache_dir={model_cache}"  # the session's warm-starts (keyed by every setting that shapes them)
     sweep = cli("rlvr_exp.train", ["-m", "sweep=shaper_ablation", "experiment=grpo,ppl_position", "seed=0", cache, *SMALL],
                 cwd)
     assert sweep.returncode == 0, (sweep.stdout + sweep.stderr)[-4000:]

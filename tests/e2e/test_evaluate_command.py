@@ -47,12 +47,18 @@ def test_missing_checkpoint_is_refused_naming_the_key(tmp_path):
         evaluate_command(cfg, tmp_path)
 
 
-def test_evaluates_a_tiny_runs_checkpoint(run_inprocess, model_cache, tmp_path):
+def _no_warmstart(*args, **kwargs):
+    raise AssertionError("a warm-start ran although a checkpoint replaces the policy")
+
+
+def test_evaluates_a_tiny_runs_checkpoint(run_inprocess, tmp_path, monkeypatch):
     _, run_dir, _ = run_inprocess(["trainer.steps=2", "trainer.checkpoint_every=2"])
     out = tmp_path / "eval"
     out.mkdir()
-    cfg = compose_eval([f"checkpoint={run_dir}", f"model.cache_dir={model_cache}", "eval.samples_per_problem=4",
-                        "eval.problems_per_call=2", *TINY_TASK])
+    # an empty cache: the checkpoint's weights replace the policy, so no warm-start may run
+    monkeypatch.setattr("rlvr_exp.models.tiny.sft_warmstart", _no_warmstart)
+    cfg = compose_eval([f"checkpoint={run_dir}", f"model.cache_dir={tmp_path / 'empty_cache'}",
+                        "eval.samples_per_problem=4", "eval.problems_per_call=2", *TINY_TASK])
     results = evaluate_command(cfg, out)
     assert results["checkpoint"] == str(run_dir / "checkpoints" / "step_000002")
     assert results["problems"] == {"val": 5}

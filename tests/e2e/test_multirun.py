@@ -152,6 +152,7 @@ def test_a_failing_job_keeps_the_others_and_a_rerun_retries_only_it(tmp_path):
 
 
 # ---------------------------------------------------------------- the joblib launcher
+@pytest.mark.slow  # ~50 s on 2 busy cores; launcher=parallel is also what the sweeps' READMEs ran
 def test_parallel_launcher_runs_the_same_sweep_in_loky_workers(tmp_path):
     proc = cli(tmp_path, [*BASIC, "launcher=parallel", "trainer.checkpoint_every=0"])
     assert proc.returncode == 0, output(proc)[-4000:]

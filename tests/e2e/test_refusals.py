@@ -48,7 +48,7 @@ def test_output_folder_that_cannot_be_made_is_one_line(tmp_path, args, key):
     assert blocker.read_text() == "a file\n" and sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder"]
 
 
-def test_numerical_fault_stops_with_one_line_and_exit_3(tmp_path):
+def test_numerical_fault_stops_with_one_line_and_exit_3(tmp_path, model_cache):
     """``trainer.lr=1.0e+30``: no torch.multinomial traceback on the console; error.txt keeps it."""
     from tests.conftest import FAST
 
@@ -56,7 +56,7 @@ def test_numerical_fault_stops_with_one_line_and_exit_3(tmp_path):
     args = [a for a in FAST if not a.startswith(("trainer.lr=", "trainer.checkpoint_every="))]
     proc = subprocess.run(
         [sys.executable, "-m", "rlvr_exp.train", *args, "trainer.steps=3", "trainer.lr=1.0e+30",
-         "trainer.checkpoint_every=1", f"model.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+         "trainer.checkpoint_every=1", f"model.cache_dir={model_cache}", f"hydra.run.dir={run}"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"},
         capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
