@@ -19,6 +19,10 @@ from rlvr_exp.analysis.compare import compare_runs
 from rlvr_exp.dashboard.spec import build_spec, spec_keys
 from rlvr_exp.dashboard.wandb_file import media_keys, run_record
 
+# slow: three real CLI runs with offline W&B (about 100 s on the idle 2-core machine); the panel rules
+# themselves are unit-tested fast (tests/unit/test_dashboard_panels.py). Run: pytest -m slow tests/e2e/test_dashboard.py
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["trainer.steps=4", "trainer.val_every=2", "trainer.dump_tokens_every=2", "analysis.probe_every=2",
          "trainer.checkpoint_every=0", "logger.mode=offline", "logger.progress_bar=false", "model.warmstart.max_steps=50",
