@@ -100,8 +100,7 @@ def hook_times(repeats: int) -> dict[str, float]:
 def warmstart_cached(cfg: DictConfig) -> bool:
     """Whether the default warm-started tiny policy is already cached (so building is cheap)."""
     spec, task = instantiate(cfg.model, _convert_="all"), instantiate(cfg.task, _convert_="all")
-    return isinstance(spec, TinyQwen2) and (Path(spec.cache_dir).expanduser() / "tiny_warmstart"
-                                            / spec.cache_key(task) / "meta.json").exists()
+    return isinstance(spec, TinyQwen2) and (spec.cache_folder(task) / "meta.json").exists()
 
 
 def step_times(steps: int, warmup: int) -> tuple[dict[str, list[float]], str]:

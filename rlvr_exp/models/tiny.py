@@ -5,6 +5,11 @@ the most common answer), so the default starts like a real base model does: comp
 uncertain. :func:`rlvr_exp.models.warmstart.sft_warmstart` trains it briefly on generated
 demonstrations until its sampled training accuracy first reaches ``target_accuracy``; the
 result is cached on disk, keyed by every value that shapes it, so it runs once per machine.
+
+``warmstart.init_from`` chains warm-starts: a parent model option and task (``{model, task}``, composed
+from their config groups) are warm-started first (cached under the parent's own key), and this
+warm-start continues from the parent's weights. The testbed uses it: the chain-arithmetic policy
+starts from the two-operand policy, which already adds (docs/method.md, "The CPU testbed").
 """
 from __future__ import annotations
 
@@ -78,7 +83,26 @@ class TinyQwen2:
         self.cache_dir = cache_dir
         self.init_seed = init_seed
         self.warmstart = dict(warmstart or {})
+        self.parent = self._parent(self.warmstart.pop("init_from", None))
         self.device, self.chat_template = device, chat_template
+
+    def _parent(self, init_from: dict | None) -> tuple[TinyQwen2, Task] | None:
+        """``warmstart.init_from`` checked: ``{model: TinyQwen2, task: Task}`` with this architecture.
+        The parent caches in this model's ``cache_dir``."""
+        if init_from is None:
+            return None
+        model, task = (init_from.get(k) if isinstance(init_from, dict) else None for k in ("model", "task"))
+        if not isinstance(model, TinyQwen2) or not isinstance(task, Task):
+            raise ValueError("model.warmstart.init_from must hold a tiny model option and a task option, "
+                             "{model: <model/tiny.yaml>, task: <task/...>}: in an experiment file, "
+                             "`- /model@model.warmstart.init_from.model: tiny` and "
+                             "`- /task@model.warmstart.init_from.task: arithmetic` in its defaults list")
+        if model.arch != self.arch or model.init_seed != self.init_seed:
+            raise ValueError(f"model.warmstart.init_from.model must have this model's architecture and init_seed, "
+                             f"to continue from its weights: {model.arch}, seed {model.init_seed} != "
+                             f"{self.arch}, seed {self.init_seed}")
+        model.cache_dir = self.cache_dir
+        return model, task
 
     def _fresh(self, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
         a = self.arch
@@ -95,14 +119,16 @@ class TinyQwen2:
     def cache_key(self, task: Task) -> str:
         """Hash of everything that shapes the warm-started weights: the architecture, the init seed,
         the warm-start settings, the tokenizer's vocabulary, the task's answer format and every
-        training problem (question, answer and worked solution, in order: the SFT data)."""
+        training problem (question, answer and worked solution, in order: the SFT data), and the
+        key of the parent warm-start it continues from (``warmstart.init_from``), if any."""
         problems = hashlib.sha256()
         for p in task.train_problems():
             problems.update(json.dumps([p.question, p.answer, p.solution]).encode())
         blob = json.dumps(
             {"arch": self.arch, "seed": self.init_seed, "warmstart": self.warmstart,
              "tokenizer": sorted(build_char_tokenizer().get_vocab().items()),
-             "answer_format": _format_key(task.answer_format), "task": problems.hexdigest()},
+             "answer_format": _format_key(task.answer_format), "task": problems.hexdigest(),
+             **({"init_from": self.parent[0].cache_key(self.parent[1])} if self.parent else {})},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -115,25 +141,36 @@ class TinyQwen2:
         """The tokenizer alone, for start-up checks before the (warm-started) model exists."""
         return build_char_tokenizer()
 
+    def cache_folder(self, task: Task) -> Path:
+        """Where the warm-started policy for ``task`` is cached."""
+        return Path(os.path.expanduser(self.cache_dir)) / "tiny_warmstart" / self.cache_key(task)
+
     def load(self, task: Task) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
         tokenizer = build_char_tokenizer()
         if not self.warmstart.get("enabled", True):
             return self._fresh(tokenizer).to(self.device), tokenizer
-        folder = Path(os.path.expanduser(self.cache_dir)) / "tiny_warmstart" / self.cache_key(task)
+        folder = self.cache_folder(task)
         if (folder / "meta.json").exists():
             log.info("warm-start: loading cached policy from %s", folder)
             return Qwen2ForCausalLM.from_pretrained(folder, dtype=torch.float32).to(self.device), tokenizer
         if task.answer_format is None:
             raise ValueError(f"model.warmstart needs a task whose answers have a format to demonstrate; "
                              f"{type(task).__name__} has none: set model.warmstart.enabled=false")
-        model = self._fresh(tokenizer)
+        model, parent_cached = self._fresh(tokenizer), True
+        if self.parent is not None:
+            parent, parent_task = self.parent
+            log.info("warm-start: continuing from the %s warm-start (model.warmstart.init_from)", type(parent_task).__name__)
+            model = parent.load(parent_task)[0].to("cpu")
+            parent_cached = (parent.cache_folder(parent_task) / "meta.json").exists()
         ws = {k: v for k, v in self.warmstart.items() if k != "enabled"}
         meta = sft_warmstart(model, tokenizer, task.train_problems(), task.answer_format, seed=self.init_seed, **ws)
         log.info("warm-start: %s", meta)
-        if meta["sampled_accuracy"] < meta["target_accuracy"]:
-            # A give-up (max_steps, or max_seconds on a slow or busy machine) is not cached: the cache key
-            # promises the policy its settings produce, and a wall-clock cut is not one of them.
-            log.warning("warm-start: not cached (below its target); the next run warm-starts again")
+        if meta["sampled_accuracy"] < meta["target_accuracy"] or not parent_cached:
+            # A give-up (max_steps, or max_seconds on a slow or busy machine) is not cached, nor is a policy
+            # continued from a parent that gave up: the cache key promises the policy its settings produce,
+            # and a wall-clock cut is not one of them.
+            log.warning("warm-start: not cached (it, or its parent, stopped below its target); the next run "
+                        "warm-starts again")
             return model.to(self.device), tokenizer
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent))

@@ -42,7 +42,7 @@ DELIBERATE: dict[str, set[str]] = {
 # (target, key) of nested nodes without a _target_ that the target forwards to a function, and
 # the keys of such a node that the target itself consumes.
 FORWARDED: dict[tuple[str, str], tuple[str, set[str]]] = {
-    ("rlvr_exp.models.tiny.TinyQwen2", "warmstart"): ("rlvr_exp.models.warmstart.sft_warmstart", {"enabled"}),
+    ("rlvr_exp.models.tiny.TinyQwen2", "warmstart"): ("rlvr_exp.models.warmstart.sft_warmstart", {"enabled", "init_from"}),
 }
 
 

@@ -59,10 +59,11 @@ def test_sweep_names_its_folder_group_and_stable_subdirs(name):
 
 
 EXPECTED = {  # sweep -> (number of jobs, {key: values that must be among the swept ones})
-    "shaper_ablation": (12, {"experiment": {"grpo", "ppl", "position_plateau", "ppl_position"}, "seed": {0, 1, 2}}),
-    "controls": (30, {"experiment": {"ppl", "ppl_high", "position_plateau", "position_front_plateau",
-                                     "positive_only", "negative_only", "high_entropy", "clip_cov", "kl_cov",
-                                     "grpo"}}),
+    "shaper_ablation": (20, {"experiment": {("testbed", a) for a in ("grpo", "ppl", "position_plateau", "ppl_position")},
+                             "seed": {0, 1, 2, 3, 4}}),
+    "controls": (30, {"experiment": {("testbed", a) for a in ("ppl", "ppl_high", "position_plateau",
+                                                               "position_front_plateau", "positive_only", "negative_only",
+                                                               "high_entropy", "clip_cov", "kl_cov", "grpo")}}),
     "ppl_alpha": (15, {"shaper.ppl.alpha": {0.01}}),
     "position_alpha": (12, {"shaper.position.alpha": {0.05, 0.1}}),
 }
@@ -80,7 +81,8 @@ def test_sweep_expands_to_jobs_that_each_hold_their_values(name):
     swept: dict[str, set] = {}
     for job in jobs_:
         for override in PARSER.parse_overrides(job):
-            swept.setdefault(override.key_or_group, set()).add(override.value())
+            value = override.value()  # a preset stack ([testbed,grpo]) is a list
+            swept.setdefault(override.key_or_group, set()).add(tuple(value) if isinstance(value, list) else value)
     for key, values in must.items():
         assert values <= swept[key], (key, swept[key])
     for job in jobs_:
