@@ -1,5 +1,6 @@
 """The comparison of several runs (a sweep): which strategy ends best? Final metrics per strategy
-(mean ± std over seeds) in ``comparison.md`` and their curves overlaid in ``compare_curves.png``."""
+(mean ± std over seeds), each arm against plain GRPO paired by seed (:mod:`rlvr_exp.analysis.paired`)
+in ``comparison.md``, and their curves overlaid in ``compare_curves.png``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 
 from rlvr_exp import run_files as rf
 from rlvr_exp.analysis import plots
+from rlvr_exp.analysis.paired import paired_table
 from rlvr_exp.analysis.runs import load_run, strategy_labels
 from rlvr_exp.dashboard.links import dashboard_lines
 
@@ -44,7 +46,10 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> str:
     same = [" = ".join(f"`{label}`" for label in g) for g in plots.coinciding(curves) if len(g) > 1]
     if runs:
         plots.compare_curves(curves, out_dir / "compare_curves.png")
+    paired = paired_table(runs, labels)
     body = [f"# Comparison of {len(run_dirs)} runs", "", markdown, "",
+            *(["Each arm minus plain GRPO, paired by seed (95% Student-t interval of the mean difference):", "",
+               paired, ""] if paired else []),
             *([f"Identical curves (validation accuracy and entropy, every seed): {'; '.join(same)}.", ""] if same else []),
             "Failed or unfinished jobs: " + ("none." if not failed else ""), *[f"- {f}" for f in failed], "",
             "Runs: " + ", ".join(f"`{r.path}`" for r in runs), *dashboard_lines(*sorted({r.path.parent for r in runs})), "",

@@ -1,0 +1,79 @@
+"""Each arm of a sweep against the baseline, paired by seed: the mean difference of a final metric
+with its 95% Student-t interval, and when each run's plateau-gated shapers switched on.
+
+Math: seeds s = 1..n run in both arms; d_s = x_arm(s) - x_base(s). The interval is
+mean(d) +- t_{0.975, n-1} * std(d, ddof 1) / sqrt(n) (the paired t-interval; a seed shares the
+warm-start, the problems and the first samples across arms, so pairing removes that variance).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from rlvr_exp.analysis.runs import Run
+
+# t_{0.975, df} for df = 1..30 (two-sided 95%); beyond 30 the normal 1.960.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+BASELINE_PREFIX = "none @"  # plain GRPO: no shaper
+PAIRED_KEYS = ("val/accuracy_final", "entropy/mean_final")
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        raise ValueError(f"a t-interval needs at least 2 pairs (df >= 1), got df={df}")
+    return _T975[df - 1] if df <= len(_T975) else 1.960
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float, float]:
+    """(mean, std ddof 1, low, high) of the paired differences; low/high are nan below 2 pairs."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size == 0:
+        return (math.nan,) * 4
+    if d.size == 1:
+        return float(d[0]), math.nan, math.nan, math.nan
+    mean, std = float(d.mean()), float(d.std(ddof=1))
+    half = t975(d.size - 1) * std / math.sqrt(d.size)
+    return mean, std, mean - half, mean + half
+
+
+def _by_seed(runs: list[Run], labels: list[str], label: str, key: str) -> dict[Any, float]:
+    return {r.seed: float(r.summary[key]) for r, lab in zip(runs, labels)
+            if lab == label and r.summary is not None and key in r.summary}
+
+
+def _plateau_steps(runs: list[Run], labels: list[str], label: str) -> str:
+    """'112, 95, none' (seed order) of the online ``stage/plateau_step``, with the active steps."""
+    cells = []
+    for r in sorted((r for r, lab in zip(runs, labels) if lab == label), key=lambda r: str(r.seed)):
+        steps = [row for row in r.rows if "stage/plateau_step" in row]
+        last = max((int(row["step"]) for row in r.rows), default=0)
+        if steps and steps[-1]["stage/plateau_step"] is not None:
+            at = int(steps[-1]["stage/plateau_step"])
+            cells.append(f"{at} ({last - at + 1} on)")
+        else:
+            cells.append("none")
+    return ", ".join(cells)
+
+
+def paired_table(runs: list[Run], labels: list[str]) -> str:
+    """Markdown: each arm minus the baseline (the label that starts with ``none @``), paired by seed;
+    '' when the sweep has no baseline arm."""
+    base = next((lab for lab in dict.fromkeys(labels) if lab.startswith(BASELINE_PREFIX)), None)
+    if base is None:
+        return ""
+    head = ("| arm | " + " | ".join(f"{k} minus `{base}`: mean ± std [95% CI] (pairs)" for k in PAIRED_KEYS)
+            + " | plateau step per seed (steps the gated shaper ran) |")
+    table = [head, "|---|" + "---|" * len(PAIRED_KEYS) + "---|"]
+    for label in dict.fromkeys(labels):
+        cells = []
+        for key in PAIRED_KEYS:
+            arm, ref = _by_seed(runs, labels, label, key), _by_seed(runs, labels, base, key)
+            seeds = [s for s in arm if s in ref]
+            mean, std, lo, hi = paired_interval([arm[s] - ref[s] for s in seeds])
+            cells.append("n/a" if not seeds else f"{mean:+.3f} ± {std:.3f} [{lo:+.3f}, {hi:+.3f}] ({len(seeds)})"
+                         if len(seeds) > 1 else f"{mean:+.3f} (1)")
+        table.append(f"| {label} | " + " | ".join(cells) + f" | {_plateau_steps(runs, labels, label)} |")
+    return "\n".join(table)

@@ -1,0 +1,62 @@
+"""Sweep arms against plain GRPO, paired by seed (rlvr_exp/analysis/paired.py): hand-computed
+t-intervals, pairing by seed (not by order), and the plateau steps of the gated arms."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rlvr_exp.analysis.compare import compare_runs
+from rlvr_exp.analysis.paired import paired_interval, t975
+from rlvr_exp.analysis.runs import expand
+
+
+def test_paired_interval_by_hand():
+    # d = 0.1, 0.2, 0.3: mean 0.2, std 0.1, half = 4.303 * 0.1 / sqrt(3) = 0.248434
+    mean, std, lo, hi = paired_interval([0.1, 0.2, 0.3])
+    assert (mean, std) == pytest.approx((0.2, 0.1))
+    assert (lo, hi) == pytest.approx((0.2 - 0.248434, 0.2 + 0.248434), abs=1e-6)
+    # 5 pairs: d = 1, 2, 3, 4, 5: std sqrt(2.5) = 1.581139, half = 2.776 * 1.581139 / sqrt(5) = 2.776 * 0.7071068 = 1.9629285
+    assert paired_interval([1, 2, 3, 4, 5])[2:] == pytest.approx((3 - 1.9629285, 3 + 1.9629285), abs=1e-6)
+    one = paired_interval([0.4])
+    assert one[0] == 0.4 and all(math.isnan(v) for v in one[1:])
+    assert t975(4) == 2.776 and t975(100) == 1.960
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        t975(0)
+
+
+def write(path, seed, choices, final, entropy, plateau=None):
+    path.mkdir(parents=True)
+    rows = [{"step": 0, "val/accuracy": 0.1}, {"step": 1, "entropy/mean": 1.0}, {"step": 10, "entropy/mean": 0.5}]
+    if plateau is not None:
+        rows[2]["stage/plateau_step"] = plateau
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (path / "choices.json").write_text(json.dumps(choices))
+    (path / "config_resolved.yaml").write_text(f"seed: {seed}\n")
+    (path / "summary.json").write_text(json.dumps({"val/accuracy_final": final, "entropy/mean_final": entropy}))
+
+
+def test_arms_are_paired_by_seed_not_by_order(tmp_path):
+    grpo, pos = {"shaper": "none", "stage": "always"}, {"shaper": "position", "stage": "plateau"}
+    sweep = tmp_path / "sweep"
+    write(sweep / "0", 0, grpo, 0.50, 0.10)
+    write(sweep / "1", 1, grpo, 0.70, 0.20)
+    write(sweep / "2", 2, grpo, 0.60, 0.30)
+    # the position arm's jobs in another seed order; seed 2 never plateaued
+    write(sweep / "3", 2, pos, 0.60, 0.30)
+    write(sweep / "4", 0, pos, 0.60, 0.12, plateau=4)
+    write(sweep / "5", 1, pos, 0.90, 0.26, plateau=6)
+    compare_runs(expand([sweep]), tmp_path / "out")
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    # accuracy d = +0.1, +0.2, 0: mean 0.1, std 0.1, half 0.248434 -> [-0.148, +0.348]
+    # entropy d = +0.02, +0.06, 0: mean 0.026667, std 0.030551, half 4.303*0.030551/sqrt(3) = 0.075898
+    assert ("| position @plateau | +0.100 ± 0.100 [-0.148, +0.348] (3) | +0.027 ± 0.031 [-0.049, +0.103] (3) "
+            "| 4 (7 on), 6 (5 on), none |") in md
+    assert "| none @always | +0.000 ± 0.000 [+0.000, +0.000] (3) | +0.000 ± 0.000 [+0.000, +0.000] (3) | none, none, none |" in md
+
+
+def test_no_baseline_arm_no_paired_table(tmp_path):
+    write(tmp_path / "a", 0, {"shaper": "ppl", "stage": "always"}, 0.5, 0.1)
+    compare_runs([tmp_path / "a"], tmp_path / "out")
+    assert "paired by seed" not in (tmp_path / "out" / "comparison.md").read_text()
