@@ -10,6 +10,24 @@ from rlvr_exp.analysis.runs import Run, series
 from rlvr_exp.stages.detector import detect_offline_file
 
 
+def elbow_step(steps: np.ndarray, values: np.ndarray) -> int | None:
+    """The hinge of the best continuous two-line fit y = a + b t + c max(0, t - h) (least squares over
+    the observed steps; h runs over the interior steps): where a sharp fall turns into a slow one.
+    It uses the whole curve, so it is a hindsight reference for the online detector's lag, not a
+    detector. None with fewer than 5 points."""
+    t, y = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if t.size < 5:
+        return None
+    best, best_sse = None, np.inf
+    for h in t[1:-1]:
+        design = np.stack([np.ones_like(t), t, np.maximum(0.0, t - h)], axis=1)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        sse = float(np.sum((design @ coef - y) ** 2))
+        if sse < best_sse - 1e-12:
+            best, best_sse = int(h), sse
+    return best
+
+
 def find_boundary(run: Run) -> tuple[int | None, str]:
     """The plateau boundary from the offline detector with the run's config (else the logged one)."""
     kwargs = run.detector_kwargs()
@@ -31,6 +49,10 @@ def section_a(run: Run, boundary: int | None, how: str) -> str:
         lines.append(f"**No plateau detected within {last} steps** ({how}); the whole run counts as the rising stage.")
     logged = value_at(run.rows, "stage/plateau_step", last)
     lines += ["", f"- The online detector logged `stage/plateau_step` = {int(logged[1]) if logged else 'none'}."]
+    elbow = elbow_step(*series(run.rows, "entropy/mean"))
+    if elbow is not None:
+        lag = f"; the boundary comes {boundary - elbow} steps after it" if boundary is not None else ""
+        lines.append(f"- Elbow of the entropy curve (best two-line fit, in hindsight): step {elbow}{lag}.")
     steps, slope = series(run.rows, "stage/slope")
     if len(slope):
         i = int(np.argmin(slope))

@@ -328,3 +328,15 @@ def test_stage_overrides(primary_dir: Path) -> None:
     schedule = instantiate(cfg.stage.schedule)
     assert (schedule.start, schedule.end) == (201, None)  # 1-based steps: 200 < step
     assert instantiate(cfg.stage.detector).window == 20
+
+
+def test_elbow_of_a_two_line_curve_by_hand():
+    from rlvr_exp.analysis.stage_section import elbow_step
+
+    steps = np.arange(1, 101)
+    # falls 0.01 a step to step 30, then 0.001 a step: the hinge is exactly at 30
+    values = np.where(steps <= 30, 1.0 - 0.01 * steps, 0.7 - 0.001 * (steps - 30))
+    assert elbow_step(steps, values) == 30
+    noise = np.random.default_rng(0).normal(0.0, 0.002, size=steps.size)
+    assert abs(elbow_step(steps, values + noise) - 30) <= 3
+    assert elbow_step(steps[:4], values[:4]) is None
