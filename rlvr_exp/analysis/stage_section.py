@@ -28,6 +28,16 @@ def elbow_step(steps: np.ndarray, values: np.ndarray) -> int | None:
     return best
 
 
+def stage_slopes(steps: np.ndarray, values: np.ndarray, boundary: int) -> tuple[float, float] | None:
+    """Least-squares slopes (per step) of the raw signal before ``boundary`` and from it on; None
+    when a stage has fewer than 2 points."""
+    t, y = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    rising, plateau = t < boundary, t >= boundary
+    if rising.sum() < 2 or plateau.sum() < 2:
+        return None
+    return float(np.polyfit(t[rising], y[rising], 1)[0]), float(np.polyfit(t[plateau], y[plateau], 1)[0])
+
+
 def find_boundary(run: Run) -> tuple[int | None, str]:
     """The plateau boundary from the offline detector with the run's config (else the logged one)."""
     kwargs = run.detector_kwargs()
@@ -49,7 +59,13 @@ def section_a(run: Run, boundary: int | None, how: str) -> str:
         lines.append(f"**No plateau detected within {last} steps** ({how}); the whole run counts as the rising stage.")
     logged = value_at(run.rows, "stage/plateau_step", last)
     lines += ["", f"- The online detector logged `stage/plateau_step` = {int(logged[1]) if logged else 'none'}."]
-    elbow = elbow_step(*series(run.rows, "entropy/mean"))
+    entropy = series(run.rows, "entropy/mean")
+    slopes = stage_slopes(*entropy, boundary) if boundary is not None else None
+    if slopes is not None:
+        ratio = f" ({slopes[0] / slopes[1]:.1f}x)" if slopes[1] < 0 else " (the plateau's entropy does not fall)"
+        lines.append(f"- Entropy per step (least-squares slope of `entropy/mean`): {slopes[0]:+.5f} in the rising stage, "
+                     f"{slopes[1]:+.5f} in the plateau{ratio}.")
+    elbow = elbow_step(*entropy)
     if elbow is not None:
         lag = f"; the boundary comes {boundary - elbow} steps after it" if boundary is not None else ""
         lines.append(f"- Elbow of the entropy curve (best two-line fit, in hindsight): step {elbow}{lag}.")

@@ -340,3 +340,13 @@ def test_elbow_of_a_two_line_curve_by_hand():
     noise = np.random.default_rng(0).normal(0.0, 0.002, size=steps.size)
     assert abs(elbow_step(steps, values + noise) - 30) <= 3
     assert elbow_step(steps[:4], values[:4]) is None
+
+
+def test_stage_slopes_by_hand():
+    from rlvr_exp.analysis.stage_section import stage_slopes
+
+    steps = np.arange(1, 11)
+    values = np.where(steps < 5, 1.0 - 0.1 * steps, 0.6 - 0.02 * (steps - 4))  # -0.1 before step 5, -0.02 from it
+    rising, plateau = stage_slopes(steps, values, 5)
+    assert (rising, plateau) == pytest.approx((-0.1, -0.02))
+    assert stage_slopes(steps, values, 2) is None  # one point before the boundary
