@@ -19,7 +19,7 @@ is published; this is ours (docs/method.md section 6). Per observation x_t of ``
    - at least ``min_steps`` observations were taken and the window is full,
    - F > 0 (the steepest slope was a real fall), and
    - the fall is significant: peak(s) - s_t >= min_drop * sigma, where peak(s) is the
-     highest smoothed value since the window first filled (and above a 1e-9 relative
+     highest smoothed value since the first observation (and above a 1e-9 relative
      float-rounding floor, so that an exactly constant signal never fires).
    The last rule keeps a flat or a rising noisy line from ever firing: its smoothed value
    never drops several noise levels below its own running peak. The confidence terms keep a
@@ -141,9 +141,11 @@ class PlateauDetector:
         if value is None or not math.isfinite(float(value)):
             return self.state
         self._observe(float(value))
-        if self._slope is None or self._plateau_step is not None:
+        if self._plateau_step is not None:
             return self.state
         self._peak = self._smoothed if self._peak is None else max(self._peak, self._smoothed)
+        if self._slope is None:
+            return self.state
         self._steepest = max(self._steepest, -self._slope - _STEEPEST_Z * self._slope_noise())
         self._below = self._below + 1 if self._condition() else 0
         if self._below >= self.patience and self._n >= self.min_steps:

@@ -350,3 +350,18 @@ def test_stage_slopes_by_hand():
     rising, plateau = stage_slopes(steps, values, 5)
     assert (rising, plateau) == pytest.approx((-0.1, -0.02))
     assert stage_slopes(steps, values, 2) is None  # one point before the boundary
+
+
+def test_a_fall_inside_the_first_window_counts_toward_the_drop():
+    """Entropy that falls 1.0 -> 0.4 in 10 steps and then slowly (0.0002 a step, noise 0.01): the
+    significant-drop rule measures from the highest smoothed value since the first observation.
+    Measured from the peak after the window filled (step 30, when the fall and the EMA's catch-up
+    were over), the drop reached only about 0.04 < 6 sigma = 0.06 by step 200 and the plateau was
+    never declared (the testbed's seed 0 did exactly this)."""
+    from rlvr_exp.stages.detector import detect_offline
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 201)
+    values = np.where(steps <= 10, 1.0 - 0.06 * steps, 0.4 - 0.0002 * (steps - 10)) + rng.normal(0, 0.01, steps.size)
+    plateau = detect_offline([{"step": int(s), "entropy/mean": float(v)} for s, v in zip(steps, values)])
+    assert plateau is not None and 50 <= plateau <= 90
