@@ -70,7 +70,7 @@ def _spread(per: dict[str, dict[str, np.ndarray]], what: str, low: str, high: st
     for stage, numbers in per.items():
         first, last = numbers["abs"][0], numbers["abs"][-1]
         ratio = last / first if np.isfinite(first) and first > 0 and np.isfinite(last) else float("nan")
-        times = f"{ratio:.2f}x" if np.isfinite(ratio) else "ratio n/a"
+        times = (f"{ratio:.2f}x" if ratio < 1000 else "over 1000x") if np.isfinite(ratio) else "ratio n/a"
         parts.append(f"{stage} {fmt(last, '.4f')} vs {fmt(first, '.4f')} ({times})")
     return f"By {what}, mean |Δ| in the {high} vs the {low}: " + "; ".join(parts) + "."
 
