@@ -44,17 +44,26 @@ def _by_seed(runs: list[Run], labels: list[str], label: str, key: str) -> dict[A
             if lab == label and r.summary is not None and key in r.summary}
 
 
+def _gated_steps(run: Run) -> str:
+    """' (position on 62 steps)' for each shaper that was active on some logged steps but not all
+    (``shaper/<name>/active``); '' when no shaper was gated."""
+    parts = []
+    names = sorted({k.split("/")[1] for row in run.rows for k in row if k.startswith("shaper/") and k.endswith("/active")})
+    for name in names:
+        flags = [row[f"shaper/{name}/active"] for row in run.rows if f"shaper/{name}/active" in row]
+        on = sum(1 for f in flags if f)
+        if on < len(flags):
+            parts.append(f"{name} on {on} steps")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _plateau_steps(runs: list[Run], labels: list[str], label: str) -> str:
-    """'112, 95, none' (seed order) of the online ``stage/plateau_step``, with the active steps."""
+    """'112 (position on 89 steps), 95, none' in seed order: the online ``stage/plateau_step`` and the
+    steps each gated shaper was active."""
     cells = []
     for r in sorted((r for r, lab in zip(runs, labels) if lab == label), key=lambda r: str(r.seed)):
-        steps = [row for row in r.rows if "stage/plateau_step" in row]
-        last = max((int(row["step"]) for row in r.rows), default=0)
-        if steps and steps[-1]["stage/plateau_step"] is not None:
-            at = int(steps[-1]["stage/plateau_step"])
-            cells.append(f"{at} ({last - at + 1} on)")
-        else:
-            cells.append("none")
+        steps = [row for row in r.rows if row.get("stage/plateau_step") is not None]
+        cells.append((str(int(steps[-1]["stage/plateau_step"])) if steps else "none") + _gated_steps(r))
     return ", ".join(cells)
 
 
@@ -65,7 +74,7 @@ def paired_table(runs: list[Run], labels: list[str]) -> str:
     if base is None:
         return ""
     head = ("| arm | " + " | ".join(f"{k} minus `{base}`: mean ± std [95% CI] (pairs)" for k in PAIRED_KEYS)
-            + " | plateau step per seed (steps the gated shaper ran) |")
+            + " | plateau step per seed (steps a plateau-gated shaper was on) |")
     table = [head, "|---|" + "---|" * len(PAIRED_KEYS) + "---|"]
     for label in dict.fromkeys(labels):
         cells = []

@@ -31,6 +31,7 @@ def write(path, seed, choices, final, entropy, plateau=None):
     rows = [{"step": 0, "val/accuracy": 0.1}, {"step": 1, "entropy/mean": 1.0}, {"step": 10, "entropy/mean": 0.5}]
     if plateau is not None:
         rows[2]["stage/plateau_step"] = plateau
+        rows[1]["shaper/position/active"], rows[2]["shaper/position/active"] = 0.0, 1.0
     (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (path / "choices.json").write_text(json.dumps(choices))
     (path / "config_resolved.yaml").write_text(f"seed: {seed}\n")
@@ -52,7 +53,7 @@ def test_arms_are_paired_by_seed_not_by_order(tmp_path):
     # accuracy d = +0.1, +0.2, 0: mean 0.1, std 0.1, half 0.248434 -> [-0.148, +0.348]
     # entropy d = +0.02, +0.06, 0: mean 0.026667, std 0.030551, half 4.303*0.030551/sqrt(3) = 0.075898
     assert ("| position @plateau | +0.100 ± 0.100 [-0.148, +0.348] (3) | +0.027 ± 0.031 [-0.049, +0.103] (3) "
-            "| 4 (7 on), 6 (5 on), none |") in md
+            "| 4 (position on 1 steps), 6 (position on 1 steps), none |") in md
     assert "| none @always | +0.000 ± 0.000 [+0.000, +0.000] (3) | +0.000 ± 0.000 [+0.000, +0.000] (3) | none, none, none |" in md
 
 
