@@ -61,7 +61,8 @@ def _plateau_steps(runs: list[Run], labels: list[str], label: str) -> str:
     """'112 (position on 89 steps), 95, none' in seed order: the online ``stage/plateau_step`` and the
     steps each gated shaper was active."""
     cells = []
-    for r in sorted((r for r, lab in zip(runs, labels) if lab == label), key=lambda r: (not isinstance(r.seed, int), r.seed if isinstance(r.seed, int) else 0, str(r.seed))):
+    arm = [r for r, lab in zip(runs, labels) if lab == label]
+    for r in sorted(arm, key=lambda r: (not isinstance(r.seed, int), r.seed if isinstance(r.seed, int) else 0, str(r.seed))):
         steps = [row for row in r.rows if row.get("stage/plateau_step") is not None]
         cells.append((str(int(steps[-1]["stage/plateau_step"])) if steps else "none") + _gated_steps(r))
     return ", ".join(cells)
