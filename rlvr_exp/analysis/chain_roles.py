@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rlvr_exp.analysis.report_numbers import TOP_SHARE
 from rlvr_exp.analysis.runs import load_run, read_tokens, token_decoder
 
-TOP_SHARE = 0.2
 _STATE_ROLE = {"total": "running-total digit (before +)", "operand": "next-operand digit (after +)",
                "sum": "partial-sum digit (after =)"}
 
