@@ -317,3 +317,15 @@ def test_read_tokens_accepts_records_without_delta_logp(tmp_path):
     pq.write_table(new, rf.token_file(tmp_path, 2))
     tokens = read_tokens(load_run(tmp_path))
     assert tokens.column_names == list(rf.TOKEN_COLUMNS) and tokens.column("delta_logp").to_pylist() == [None, 1.0]
+
+
+def test_update_spread_says_over_1000x_when_the_low_bucket_hardly_moved():
+    import numpy as np
+
+    from rlvr_exp.analysis.update_section import _spread
+
+    per = {"rising": {"abs": np.array([0.00001, 0.5])}, "plateau": {"abs": np.array([0.1, 0.2])}}
+    # 0.5 / 0.00001 = 50000 -> "over 1000x"; 0.2 / 0.1 = 2
+    assert _spread(per, "entropy", "lowest", "highest") == (
+        "By entropy, mean |Δ| in the highest vs the lowest: rising 0.5000 vs 0.0000 (over 1000x); "
+        "plateau 0.2000 vs 0.1000 (2.00x).")
