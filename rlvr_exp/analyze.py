@@ -5,7 +5,8 @@ answered with the run's numbers), its PNG plots and ``high_entropy_tokens.csv``,
 PNGs to the run's offline W&B run when it has one (``--no-wandb`` to skip).
 Several run folders, or a sweep (multirun) folder: overlays their curves by strategy and writes
 ``comparison.md`` (final metrics per strategy, mean ± std over seeds) to ``--out``; the table is
-also printed. ``--each`` also writes every run's own report.
+also printed. ``--each`` also writes every run's own report; ``--pair ppl:ppl_high`` (repeatable) adds
+each method minus its control, paired by seed.
 Exit codes: 0 done, 2 a folder is not a run (no metrics.jsonl) or a run has no token dumps.
 """
 from __future__ import annotations
@@ -28,7 +29,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="comparison output folder (default: <sweep>/analysis, else ./analysis_compare)")
     parser.add_argument("--each", action="store_true", help="with several runs, also write each run's report")
+    parser.add_argument("--pair", action="append", default=[], metavar="METHOD:CONTROL", type=_pair,
+                        help="with several runs, also report METHOD minus CONTROL paired by seed; each names one arm "
+                             "by its logger.job_type (e.g. ppl:ppl_high); repeat for more pairs")
     return parser.parse_args(argv)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    method, sep, control = text.partition(":")
+    if not sep or not method or not control or ":" in control:
+        raise argparse.ArgumentTypeError(f"{text!r} is not METHOD:CONTROL; name two arms by their logger.job_type, "
+                                         "e.g. --pair ppl:ppl_high")
+    return method, control
 
 
 def _report(run_dir: Path, wandb: bool | None) -> None:
@@ -49,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     _report(run_dir, args.wandb)
         sweep = len(args.runs) == 1 and is_sweep_dir(args.runs[0])
         out = args.out or (args.runs[0] / rf.ANALYSIS if sweep else Path.cwd() / "analysis_compare")
-        print(compare_runs(run_dirs, out))
+        print(compare_runs(run_dirs, out, args.pair))
         print(f"wrote {out / 'comparison.md'}")
     except AnalysisInputError as err:
         print(f"error: {err}", file=sys.stderr)

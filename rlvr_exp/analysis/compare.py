@@ -9,7 +9,7 @@ import numpy as np
 
 from rlvr_exp import run_files as rf
 from rlvr_exp.analysis import plots
-from rlvr_exp.analysis.paired import paired_table
+from rlvr_exp.analysis.paired import paired_table, pairs_table
 from rlvr_exp.analysis.runs import load_run, strategy_labels
 from rlvr_exp.dashboard.links import dashboard_lines
 
@@ -22,14 +22,17 @@ def _mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
-def compare_runs(run_dirs: list[Path], out_dir: Path) -> str:
+def compare_runs(run_dirs: list[Path], out_dir: Path, pairs: list[tuple[str, str]] = ()) -> str:
     """Write ``out_dir/comparison.md`` and ``out_dir/compare_curves.png`` for several run folders
     (a failed job, without summary.json or even metrics.jsonl, is listed, not fatal); returns the
-    markdown table of final metrics per strategy: n seeds, mean ± std (ddof 1) over seeds."""
+    markdown table of final metrics per strategy: n seeds, mean ± std (ddof 1) over seeds. Each
+    (method, control) in ``pairs``, named by ``logger.job_type`` or label, adds a row of method minus
+    control, paired by seed; a name that matches no arm, or several, raises before anything is written."""
     runs = [load_run(Path(d)) for d in run_dirs if (Path(d) / rf.METRICS).is_file()]
     failed = [f"`{d}`: no metrics.jsonl (failed before its first step)" for d in run_dirs
               if not (Path(d) / rf.METRICS).is_file()]
     labels = strategy_labels(runs)
+    against = pairs_table(runs, labels, list(pairs))
     failed += [f"`{r.path}` ({label}): no summary.json (failed or unfinished)"
                for r, label in zip(runs, labels) if r.summary is None]
     head = "| strategy | n seeds | " + " | ".join(f"{k} (mean ± std)" for k in FINAL_KEYS) + " | unfinished |"
@@ -50,6 +53,8 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> str:
     body = [f"# Comparison of {len(run_dirs)} runs", "", markdown, "",
             *(["Each arm minus plain GRPO, paired by seed (95% Student-t interval of the mean difference):", "",
                paired, ""] if paired else []),
+            *(["Each method minus its control, paired by seed (95% Student-t interval of the mean difference):", "",
+               against, ""] if against else []),
             *([f"Identical curves (validation accuracy and entropy, every seed): {'; '.join(same)}.", ""] if same else []),
             "Failed or unfinished jobs: " + ("none." if not failed else ""), *[f"- {f}" for f in failed], "",
             "Runs: " + ", ".join(f"`{r.path}`" for r in runs), *dashboard_lines(*sorted({r.path.parent for r in runs})), "",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rlvr_exp.analysis.runs import Run
+from rlvr_exp.analysis.runs import AnalysisInputError, Run
 
 # t_{0.975, df} for df = 1..30 (two-sided 95%); beyond 30 the normal 1.960.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -68,6 +68,18 @@ def _plateau_steps(runs: list[Run], labels: list[str], label: str) -> str:
     return ", ".join(cells)
 
 
+def _diff_cells(runs: list[Run], labels: list[str], label: str, base: str) -> list[str]:
+    """One cell per PAIRED_KEYS: arm ``label`` minus arm ``base`` over the seeds both ran."""
+    cells = []
+    for key in PAIRED_KEYS:
+        arm, ref = _by_seed(runs, labels, label, key), _by_seed(runs, labels, base, key)
+        seeds = [s for s in arm if s in ref]
+        mean, std, lo, hi = paired_interval([arm[s] - ref[s] for s in seeds])
+        cells.append("n/a" if not seeds else f"{mean:+.3f} ± {std:.3f} [{lo:+.3f}, {hi:+.3f}] ({len(seeds)})"
+                     if len(seeds) > 1 else f"{mean:+.3f} (1)")
+    return cells
+
+
 def paired_table(runs: list[Run], labels: list[str]) -> str:
     """Markdown: each arm minus the baseline (the label that starts with ``none @``), paired by seed;
     '' when the sweep has no baseline arm."""
@@ -78,12 +90,32 @@ def paired_table(runs: list[Run], labels: list[str]) -> str:
             + " | plateau step per seed (steps a plateau-gated shaper was on) |")
     table = [head, "|---|" + "---|" * len(PAIRED_KEYS) + "---|"]
     for label in dict.fromkeys(labels):
-        cells = []
-        for key in PAIRED_KEYS:
-            arm, ref = _by_seed(runs, labels, label, key), _by_seed(runs, labels, base, key)
-            seeds = [s for s in arm if s in ref]
-            mean, std, lo, hi = paired_interval([arm[s] - ref[s] for s in seeds])
-            cells.append("n/a" if not seeds else f"{mean:+.3f} ± {std:.3f} [{lo:+.3f}, {hi:+.3f}] ({len(seeds)})"
-                         if len(seeds) > 1 else f"{mean:+.3f} (1)")
+        cells = _diff_cells(runs, labels, label, base)
         table.append(f"| {label} | " + " | ".join(cells) + f" | {_plateau_steps(runs, labels, label)} |")
+    return "\n".join(table)
+
+
+def arm_label(runs: list[Run], labels: list[str], name: str) -> str:
+    """The one arm that ``name`` names: its ``logger.job_type`` (the experiment preset's name, e.g.
+    ``ppl_high``) or its full strategy label. Raises AnalysisInputError when it names none or several."""
+    found = list(dict.fromkeys(lab for r, lab in zip(runs, labels)
+                               if lab == name or (r.config.get("logger") or {}).get("job_type") == name))
+    if len(found) != 1:
+        arms = sorted({str((r.config.get("logger") or {}).get("job_type")) for r in runs})
+        what = "no arm" if not found else f"{len(found)} arms ({'; '.join(found)})"
+        raise AnalysisInputError(f"--pair: {name!r} names {what} of these runs; name one arm by its "
+                                 f"logger.job_type (here: {', '.join(arms)}) or by its full strategy label")
+    return found[0]
+
+
+def pairs_table(runs: list[Run], labels: list[str], pairs: list[tuple[str, str]]) -> str:
+    """Markdown: for each (method, control), method minus control paired by seed (e.g. ``ppl`` minus
+    ``ppl_high``: does the method beat the inverted weighting?); '' when no pairs are given."""
+    if not pairs:
+        return ""
+    head = "| method minus control | " + " | ".join(f"{k}: mean ± std [95% CI] (pairs)" for k in PAIRED_KEYS) + " |"
+    table = [head, "|---|" + "---|" * len(PAIRED_KEYS)]
+    for method, control in pairs:
+        a, b = arm_label(runs, labels, method), arm_label(runs, labels, control)
+        table.append(f"| `{method}` minus `{control}` | " + " | ".join(_diff_cells(runs, labels, a, b)) + " |")
     return "\n".join(table)

@@ -9,7 +9,8 @@ import pytest
 
 from rlvr_exp.analysis.compare import compare_runs
 from rlvr_exp.analysis.paired import paired_interval, t975
-from rlvr_exp.analysis.runs import expand
+from rlvr_exp.analysis.runs import AnalysisInputError, expand
+from rlvr_exp.analyze import main as analyze
 
 
 def test_paired_interval_by_hand():
@@ -26,7 +27,7 @@ def test_paired_interval_by_hand():
         t975(0)
 
 
-def write(path, seed, choices, final, entropy, plateau=None):
+def write(path, seed, choices, final, entropy, plateau=None, job_type=None):
     path.mkdir(parents=True)
     rows = [{"step": 0, "val/accuracy": 0.1}, {"step": 1, "entropy/mean": 1.0}, {"step": 10, "entropy/mean": 0.5}]
     if plateau is not None:
@@ -34,7 +35,7 @@ def write(path, seed, choices, final, entropy, plateau=None):
         rows[1]["shaper/position/active"], rows[2]["shaper/position/active"] = 0.0, 1.0
     (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (path / "choices.json").write_text(json.dumps(choices))
-    (path / "config_resolved.yaml").write_text(f"seed: {seed}\n")
+    (path / "config_resolved.yaml").write_text(f"seed: {seed}\n" + (f"logger:\n  job_type: {job_type}\n" if job_type else ""))
     (path / "summary.json").write_text(json.dumps({"val/accuracy_final": final, "entropy/mean_final": entropy}))
 
 
@@ -61,3 +62,48 @@ def test_no_baseline_arm_no_paired_table(tmp_path):
     write(tmp_path / "a", 0, {"shaper": "ppl", "stage": "always"}, 0.5, 0.1)
     compare_runs([tmp_path / "a"], tmp_path / "out")
     assert "paired by seed" not in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def controls_sweep(root):
+    """ppl vs its control ppl_high (both shaper=ppl: only job_type tells them apart), and grpo."""
+    ppl = {"shaper": "ppl", "stage": "always"}
+    for n, (seed, job, final, entropy) in enumerate([(0, "ppl", 0.60, 0.10), (1, "ppl", 0.80, 0.30),
+                                                       (1, "ppl_high", 0.50, 0.20), (0, "ppl_high", 0.55, 0.15),
+                                                       (0, "grpo", 0.5, 0.1)]):
+        write(root / str(n), seed, ppl if job != "grpo" else {"shaper": "none", "stage": "always"}, final, entropy,
+              job_type=job)
+        (root / str(n) / ".hydra").mkdir()
+        (root / str(n) / ".hydra" / "overrides.yaml").write_text(f"- experiment=[testbed,{job}]\n- seed={seed}\n")
+
+
+def test_method_minus_control_pairs_by_seed_and_job_type(tmp_path):
+    controls_sweep(tmp_path / "sweep")
+    assert analyze([str(tmp_path / "sweep"), "--no-wandb", "--out", str(tmp_path / "out"), "--pair", "ppl:ppl_high"]) == 0
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    # seed 0: 0.60 - 0.55 = +0.05, seed 1: 0.80 - 0.50 = +0.30: mean 0.175, std 0.25/sqrt(2) = 0.176777,
+    # half 12.706 * 0.176777 / sqrt(2) = 1.588250 -> [-1.413, +1.763]
+    # entropy: -0.05, +0.10: mean 0.025, std 0.15/sqrt(2) = 0.106066, half 12.706 * 0.075 = 0.95295 -> [-0.928, +0.978]
+    assert ("| `ppl` minus `ppl_high` | +0.175 ± 0.177 [-1.413, +1.763] (2) | +0.025 ± 0.106 [-0.928, +0.978] (2) |"
+            in md)
+    assert "Each method minus its control" in md
+
+
+def test_pair_that_names_no_arm_or_bad_syntax_is_refused(tmp_path, capsys):
+    controls_sweep(tmp_path / "sweep")
+    assert analyze([str(tmp_path / "sweep"), "--no-wandb", "--out", str(tmp_path / "out"), "--pair", "ppl:kl_cov"]) == 2
+    err = capsys.readouterr().err
+    assert "'kl_cov' names no arm" in err and "grpo, ppl, ppl_high" in err
+    assert not (tmp_path / "out").exists()      # refused before anything is written
+    with pytest.raises(SystemExit) as exc:
+        analyze([str(tmp_path / "sweep"), "--pair", "ppl-ppl_high"])
+    assert exc.value.code == 2 and "is not METHOD:CONTROL" in capsys.readouterr().err
+
+
+def test_pair_that_names_two_arms_is_refused(tmp_path):
+    from rlvr_exp.analysis.compare import compare_runs as compare
+    sweep = tmp_path / "sweep"
+    write(sweep / "0", 0, {"shaper": "ppl", "stage": "always"}, 0.5, 0.1, job_type="ppl")
+    write(sweep / "1", 0, {"shaper": "ppl", "stage": "plateau"}, 0.5, 0.1, job_type="ppl")
+    write(sweep / "2", 0, {"shaper": "none", "stage": "always"}, 0.5, 0.1, job_type="grpo")
+    with pytest.raises(AnalysisInputError, match="'ppl' names 2 arms"):
+        compare(expand([sweep]), tmp_path / "out", [("ppl", "grpo")])
