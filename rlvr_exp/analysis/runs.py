@@ -26,7 +26,10 @@ RUN_CONTENTS = (f"{rf.METRICS} (one JSON object per step), {rf.SUMMARY}, {rf.CON
                 f"{rf.TOKENS}/{rf.STEP_GLOB}.parquet (per-token records, written when trainer.dump_tokens_every>0)")
 # Overrides that name the strategy or the seed, or only move files: never part of a label's extras.
 _LABEL_KEYS = ("shaper", "stage", "seed")
-_NON_STRATEGY_PREFIXES = ("hydra.", "logger.", "trainer.checkpoint", "trainer.dump", "model.cache_dir")
+# How a job ran, not what it trained: never a label, so a rerun under another launcher or thread count
+# pairs with the original arm.
+_NON_STRATEGY_PREFIXES = ("hydra.", "logger.", "trainer.checkpoint", "trainer.dump", "model.cache_dir",
+                          "launcher", "sweep", "trainer.num_threads")
 
 
 class AnalysisInputError(ValueError):

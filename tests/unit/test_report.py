@@ -145,6 +145,14 @@ def test_strategy_labels_add_only_varying_strategy_overrides(tmp_path):
     assert strategy_labels(runs) == ["ppl @always shaper.ppl.alpha=0.01", "ppl @always shaper.ppl.alpha=0.05"]
 
 
+def test_strategy_labels_ignore_how_a_job_ran(tmp_path):
+    # a sweep job (parallel launcher) and its rerun alone (local, one thread) are the same arm
+    runs = [make_run(tmp_path, ["seed=0", "sweep=controls", "launcher=parallel"]),
+            make_run(tmp_path, ["seed=1", "trainer.num_threads=1", "logger.group=x"]),
+            make_run(tmp_path, ["seed=2", "shaper.ppl.alpha=0.02", "trainer.num_threads=1"])]
+    assert strategy_labels(runs) == ["ppl @always", "ppl @always", "ppl @always shaper.ppl.alpha=0.02"]
+
+
 def section_b_text(pos_end: float, neg_end: float, probe: dict[int, dict] | None = None, config=None) -> str:
     rows = [{"step": 0}] + [{"step": s, "entropy/pos": 1.0, "entropy/neg": 1.0} for s in range(1, 6)]
     rows += [{"step": s, "entropy/pos": pos_end, "entropy/neg": neg_end} for s in range(6, 21)]
