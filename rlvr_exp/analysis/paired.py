@@ -98,10 +98,10 @@ def paired_table(runs: list[Run], labels: list[str]) -> str:
 def arm_label(runs: list[Run], labels: list[str], name: str) -> str:
     """The one arm that ``name`` names: its ``logger.job_type`` (the experiment preset's name, e.g.
     ``ppl_high``) or its full strategy label. Raises AnalysisInputError when it names none or several."""
-    found = list(dict.fromkeys(lab for r, lab in zip(runs, labels)
-                               if lab == name or (r.config.get("logger") or {}).get("job_type") == name))
+    job_types = [(r.config.get("logger") or {}).get("job_type") for r in runs]
+    found = list(dict.fromkeys(lab for job, lab in zip(job_types, labels) if lab == name or job == name))
     if len(found) != 1:
-        arms = sorted({str((r.config.get("logger") or {}).get("job_type")) for r in runs})
+        arms = sorted({str(job) for job in job_types})
         what = "no arm" if not found else f"{len(found)} arms ({'; '.join(found)})"
         raise AnalysisInputError(f"--pair: {name!r} names {what} of these runs; name one arm by its "
                                  f"logger.job_type (here: {', '.join(arms)}) or by its full strategy label")

@@ -100,10 +100,9 @@ def test_pair_that_names_no_arm_or_bad_syntax_is_refused(tmp_path, capsys):
 
 
 def test_pair_that_names_two_arms_is_refused(tmp_path):
-    from rlvr_exp.analysis.compare import compare_runs as compare
     sweep = tmp_path / "sweep"
     write(sweep / "0", 0, {"shaper": "ppl", "stage": "always"}, 0.5, 0.1, job_type="ppl")
     write(sweep / "1", 0, {"shaper": "ppl", "stage": "plateau"}, 0.5, 0.1, job_type="ppl")
     write(sweep / "2", 0, {"shaper": "none", "stage": "always"}, 0.5, 0.1, job_type="grpo")
     with pytest.raises(AnalysisInputError, match="'ppl' names 2 arms"):
-        compare(expand([sweep]), tmp_path / "out", [("ppl", "grpo")])
+        compare_runs(expand([sweep]), tmp_path / "out", [("ppl", "grpo")])
